@@ -1,0 +1,48 @@
+"""pixelzoo agents: configs, presets, learners and the registry.
+
+    agent = agents.make("drqv2", env.observation_spec(), env.action_spec(), lr=1e-4)
+    state = agent.init(jax.random.key(0))
+"""
+from typing import Any
+
+from dm_env import specs
+
+from agents.common import Agent, AgentState
+from agents.config import FIELD_NAMES, PRESETS, Config, build_config, task_overrides, validate
+from agents.ddpg import make_ddpg
+from agents.sac import make_sac
+
+_BUILDERS = {"ddpg": make_ddpg, "sac": make_sac}
+
+
+def names() -> list[str]:
+    """Names of the agent presets."""
+    return list(PRESETS)
+
+
+def make(name: str, obs_spec: specs.Array, action_spec: specs.BoundedArray,
+         task: str | None = None, task_group: str | None = None,
+         **overrides: Any) -> Agent:
+    """Builds preset `name` with any config field overridden by keyword.
+
+    task / task_group: when given, the preset's per-task recipe changes apply first (e.g.
+    walker: batch 512 and n-step 1 for DrQ-v2), then `overrides`. Raises ValueError for an
+    unknown name or field, or an invalid value, listing the valid choices.
+    """
+    config = build_config(name, task=task, task_group=task_group, **overrides)
+    return make_from_config(name, config, obs_spec, action_spec)
+
+
+def make_from_config(name: str, config: Config, obs_spec: specs.Array,
+                     action_spec: specs.BoundedArray) -> Agent:
+    """Builds an agent from a complete, validated `Config`."""
+    errors = validate(config)
+    if errors:
+        raise ValueError("invalid config: " + "; ".join(errors))
+    if len(action_spec.shape) != 1:
+        raise ValueError(f"action_spec must be a vector [A], got shape {action_spec.shape}")
+    return _BUILDERS[config.base](name, config, obs_spec, action_spec)
+
+
+__all__ = ["Agent", "AgentState", "Config", "FIELD_NAMES", "PRESETS", "build_config", "make",
+           "make_from_config", "names", "task_overrides", "validate"]

@@ -1,0 +1,222 @@
+"""One frozen configuration for every agent, the named presets, per-task overrides.
+
+A run is described by a single `Config`: the agent's parts (base algorithm, encoder,
+augmentation, critic, MLP), its hyperparameters, and the environment / replay / schedule
+settings of the launcher. Presets (`PRESETS`) are named overrides of the defaults, which are
+the DrQ-v2 recipe (ALGORITHMS.md section 1); `task_overrides` holds the per-task changes of
+each paper's recipe. Frames are environment steps (before action repeat), steps are agent
+steps.
+"""
+import dataclasses
+import difflib
+import json
+from typing import Any, Mapping
+
+from networks import min_image_size
+
+BASES = ("ddpg", "sac")
+ENCODERS = ("conv",)
+AUGS = ("shift", "none")
+CRITICS = ("twin",)
+MLPS = ("plain",)
+OBS_TYPES = ("pixels", "state")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every field of a pixelzoo run. Defaults: DrQ-v2 on an easy task."""
+
+    # Agent parts.
+    base: str = "ddpg"                  # ddpg (DrQ-v2) or sac (DrQ)
+    encoder: str = "conv"
+    aug: str = "shift"                  # random shift (pad 4, edge replicate) or none
+    critic: str = "twin"
+    num_critics: int = 2
+    mlp: str = "plain"
+    mlp_depth: int = 2                  # hidden layers of actor and critic MLPs
+    # Environment.
+    obs_type: str = "pixels"
+    image_size: int = 84
+    frame_stack: int = 3
+    action_repeat: int = 2
+    # Learner.
+    batch_size: int = 256
+    lr: float = 1e-4
+    feature_dim: int = 50
+    hidden_dim: int = 1024
+    nstep: int = 3
+    discount: float = 0.99
+    tau: float = 0.01                   # Polyak rate of the target critic
+    update_every_steps: int = 2         # one update every this many agent steps
+    actor_update_every: int = 1         # in updates
+    target_update_every: int = 1        # in updates
+    centered_pixels: bool = True        # obs / 255 - 0.5 (DrQ-v2) or obs / 255 (DrQ)
+    target_encoder: bool = False        # DrQ: the target critic holds its own encoder copy
+    # DDPG exploration: std linear from stddev_init to stddev_final over stddev_steps agent steps.
+    stddev_init: float = 1.0
+    stddev_final: float = 0.1
+    stddev_steps: int = 100_000
+    stddev_clip: float = 0.3
+    # SAC.
+    init_temperature: float = 0.1
+    num_target_augs: int = 2            # K
+    num_q_augs: int = 2                 # M
+    log_std_min: float = -10.0
+    log_std_max: float = 2.0
+    # Replay and schedule (frames are env steps before action repeat).
+    replay_capacity: int = 1_000_000    # transitions
+    num_seed_frames: int = 4000         # uniform random actions, no updates
+    eval_every_frames: int = 10_000
+    num_eval_episodes: int = 10
+    checkpoint_every_frames: int = 50_000
+    log_every_frames: int = 1000
+    save_video: bool = False
+
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with `changes` applied, checked for unknown fields."""
+        check_field_names(changes)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "Config":
+        check_field_names(values)
+        return cls(**values)
+
+    @property
+    def hidden_dims(self) -> tuple[int, ...]:
+        return (self.hidden_dim,) * self.mlp_depth
+
+
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Config))
+FIELD_TYPES = {f.name: type(getattr(Config(), f.name)) for f in dataclasses.fields(Config)}
+
+
+def check_field_names(values: Mapping[str, Any]) -> None:
+    """ValueError naming any unknown config field, with close matches and the valid ones."""
+    unknown = [name for name in values if name not in FIELD_NAMES]
+    if unknown:
+        hints = {name: difflib.get_close_matches(name, FIELD_NAMES, n=1) for name in unknown}
+        hint_text = "; ".join(f"{n!r} (did you mean {h[0]!r}?)" if h else repr(n)
+                              for n, h in hints.items())
+        raise ValueError(f"unknown config field {hint_text}. Valid fields: "
+                         + ", ".join(FIELD_NAMES))
+
+
+# Named agents: overrides of the DrQ-v2 defaults (ALGORITHMS.md sections 1-2).
+PRESETS: dict[str, dict[str, Any]] = {
+    "drqv2": {},
+    "drq": dict(
+        base="sac", centered_pixels=False, target_encoder=True, lr=1e-3, batch_size=512,
+        nstep=1, update_every_steps=1, actor_update_every=2, target_update_every=2,
+        replay_capacity=100_000, num_seed_frames=1000 * 4, action_repeat=4,
+    ),
+}
+
+# DrQ-v2 exploration schedule per task group, in agent steps (ALGORITHMS.md section 1).
+_DRQV2_STDDEV_STEPS = {"easy": 100_000, "medium": 500_000, "hard": 2_000_000}
+# DrQ action repeat per PlaNet domain (ALGORITHMS.md section 2); others use 4.
+_DRQ_ACTION_REPEAT = {"cartpole": 8, "finger": 2, "walker": 2}
+
+
+def task_overrides(preset: str, task: str, task_group: str | None) -> dict[str, Any]:
+    """The per-task changes of `preset`'s paper recipe for `task` (empty when none apply).
+
+    task_group: 'easy' | 'medium' | 'hard' for the 24 DrQ-v2 tasks, else None.
+    """
+    base = PRESETS[preset].get("base", "ddpg")
+    changes: dict[str, Any] = {}
+    if base == "sac":
+        domain = next((d for d in _DRQ_ACTION_REPEAT if task.startswith(d + "_")), None)
+        changes["action_repeat"] = _DRQ_ACTION_REPEAT.get(domain, 4)
+        # 1000 seed steps (agent steps) in the DrQ recipe, whatever the action repeat.
+        changes["num_seed_frames"] = 1000 * changes["action_repeat"]
+        return changes
+    if task_group is not None:
+        changes["stddev_steps"] = _DRQV2_STDDEV_STEPS[task_group]
+    if task.startswith("walker_"):
+        changes.update(batch_size=512, nstep=1)
+    if task.startswith("humanoid_"):
+        changes.update(lr=8e-5, feature_dim=100)
+    if task == "quadruped_run":
+        changes["replay_capacity"] = 100_000
+    return changes
+
+
+def _choice_error(field: str, value: Any, choices: tuple) -> str:
+    return f"{field}={value!r} is not valid; choose one of: {', '.join(map(str, choices))}"
+
+
+def validate(config: Config) -> list[str]:
+    """Every problem with `config` as a short message (empty list when it is valid)."""
+    errors = []
+    for field, choices in (("base", BASES), ("encoder", ENCODERS), ("aug", AUGS),
+                           ("critic", CRITICS), ("mlp", MLPS), ("obs_type", OBS_TYPES)):
+        if getattr(config, field) not in choices:
+            errors.append(_choice_error(field, getattr(config, field), choices))
+    for name in FIELD_NAMES:
+        value, expected = getattr(config, name), FIELD_TYPES[name]
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            continue
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            errors.append(f"{name}={value!r} must be of type {expected.__name__}")
+    if errors:
+        return errors
+
+    def at_least(name: str, low: float) -> None:
+        if getattr(config, name) < low:
+            errors.append(f"{name}={getattr(config, name)!r} must be >= {low}")
+
+    for name in ("frame_stack", "action_repeat", "batch_size", "feature_dim", "hidden_dim",
+                 "nstep", "update_every_steps", "actor_update_every", "target_update_every",
+                 "num_critics", "mlp_depth", "replay_capacity", "num_target_augs",
+                 "num_q_augs", "eval_every_frames", "checkpoint_every_frames",
+                 "log_every_frames", "stddev_steps"):
+        at_least(name, 1)
+    for name in ("num_seed_frames", "num_eval_episodes", "stddev_final", "stddev_clip"):
+        at_least(name, 0)
+    for name in ("lr", "init_temperature", "stddev_init"):
+        if getattr(config, name) <= 0:
+            errors.append(f"{name}={getattr(config, name)!r} must be > 0")
+    if not 0 < config.discount <= 1:
+        errors.append(f"discount={config.discount!r} must be in (0, 1]")
+    if not 0 < config.tau <= 1:
+        errors.append(f"tau={config.tau!r} must be in (0, 1]")
+    if config.log_std_min >= config.log_std_max:
+        errors.append("log_std_min must be < log_std_max")
+    if config.obs_type == "pixels" and config.image_size < min_image_size():
+        errors.append(f"image_size={config.image_size} is too small for the conv encoder; "
+                      f"allowed range: image_size >= {min_image_size()}")
+    if config.batch_size > config.replay_capacity:
+        errors.append(f"batch_size={config.batch_size} is larger than "
+                      f"replay_capacity={config.replay_capacity}")
+    if config.obs_type == "state" and config.aug != "none":
+        errors.append(f"aug={config.aug!r} needs pixel observations; use aug='none' with "
+                      "obs_type='state'")
+    if config.base == "ddpg" and config.num_critics != 2 and config.critic == "twin":
+        errors.append("critic='twin' takes the minimum of exactly 2 critics (num_critics=2)")
+    return errors
+
+
+def build_config(preset: str, task: str | None = None, task_group: str | None = None,
+                 **overrides: Any) -> Config:
+    """Defaults <- preset <- task overrides <- user overrides; ValueError if invalid."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown agent {preset!r}; choose one of: {', '.join(PRESETS)}")
+    check_field_names(overrides)
+    values = dict(PRESETS[preset])
+    if task is not None:
+        values.update(task_overrides(preset, task, task_group))
+    values.update(overrides)
+    if values.get("obs_type") == "state" and "aug" not in overrides:
+        values["aug"] = "none"
+    config = Config(**values)
+    errors = validate(config)
+    if errors:
+        raise ValueError("invalid config: " + "; ".join(errors))
+    return config
