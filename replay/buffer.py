@@ -1,0 +1,317 @@
+"""Frame-deduplicated n-step replay on the host.
+
+Each timestep is written once into a ring of `capacity` slots: for pixels only its
+newest frame (`observation[..., -3:]`, uint8 [H, W, 3]), plus the action that led to
+it, its reward, its environment discount and its position in its episode. Frame
+stacks are rebuilt when sampling, so a transition costs one frame, not
+2 * frame_stack frames.
+
+Timesteps are numbered globally in insertion order (0, 1, 2, ...); timestep g lives in
+slot g % capacity and is valid while g >= num_added - capacity. A transition is
+named by the global index t of its first timestep: obs = stack(t), action = action of
+t+1, reward/discount from timesteps t+1..t+n, next_obs = stack(t+n), all in t's
+episode (the official DrQ-v2 semantics).
+"""
+from typing import Any
+
+import dm_env
+import numpy as np
+from dm_env import specs
+
+from replay.batch import Batch
+
+# Rejection-sampling rounds before sample() falls back to enumerating every valid index.
+_MAX_REJECTION_ROUNDS = 8
+_FRAME_CHANNELS = 3
+
+
+def nstep_return(rewards: np.ndarray, discounts: np.ndarray,
+                 gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """n-step return and bootstrap discount of reward windows.
+
+    Args:
+      rewards: float32 [B, n], r_{t+1}..r_{t+n}.
+      discounts: float32 [B, n], the environment discounts d_{t+1}..d_{t+n}.
+      gamma: the agent's per-step discount.
+
+    Returns:
+      (return, discount), float32 [B] each: sum_i gamma^i (prod_{j<i} d_{t+1+j})
+      r_{t+1+i} and gamma^n prod_i d_{t+1+i}, accumulated as the official code does.
+    """
+    total = np.zeros(rewards.shape[0], np.float32)
+    acc = np.ones(rewards.shape[0], np.float32)
+    for i in range(rewards.shape[1]):
+        total += acc * rewards[:, i]
+        acc *= discounts[:, i] * np.float32(gamma)
+    return total, acc
+
+
+def _copy_channels(dst: np.ndarray, src: np.ndarray) -> None:
+    """dst[..., c] = src[..., c] for each channel c.
+
+    Copying 3-channel pixels between arrays of different channel counts one channel at
+    a time is several times faster in numpy than copying 3-byte pixels.
+    """
+    for c in range(src.shape[-1]):
+        dst[..., c] = src[..., c]
+
+
+class ReplayBuffer:
+    """Ring buffer of timesteps that samples n-step transitions with frame stacks.
+
+    `capacity` counts timesteps (about one transition each): at 84x84 pixels a
+    timestep costs one 21,168-byte frame plus the action, reward, discount and an
+    int32 episode position.
+    """
+
+    def __init__(self, obs_spec: specs.Array, action_spec: specs.Array, capacity: int,
+                 nstep: int = 3, discount: float = 0.99,
+                 frame_stack: int | None = None):
+        """Allocates the storage.
+
+        Args:
+          obs_spec: uint8 [H, W, 3*k] for stacked pixels (k frames, oldest first on
+            channels); any other spec is a state observation, stored whole (k = 1).
+          action_spec: the action spec, shape [A]; actions are stored as float32.
+          capacity: number of timesteps kept; older ones are overwritten.
+          nstep: n of the n-step return, >= 1.
+          discount: gamma, the per-step discount.
+          frame_stack: k; None infers it (C // 3 for pixels, 1 for state).
+        """
+        obs_shape = tuple(int(d) for d in obs_spec.shape)
+        obs_dtype = np.dtype(obs_spec.dtype)
+        self._pixels = obs_dtype == np.uint8 and len(obs_shape) == 3
+        if self._pixels:
+            channels = obs_shape[-1]
+            if channels % _FRAME_CHANNELS:
+                raise ValueError(f"pixel observations need 3 channels per frame; obs_spec "
+                                 f"has shape {obs_shape} ({channels} channels).")
+            inferred = channels // _FRAME_CHANNELS
+            if frame_stack is not None and frame_stack != inferred:
+                raise ValueError(f"frame_stack={frame_stack} does not match obs_spec shape "
+                                 f"{obs_shape}: expected {inferred} (channels // 3).")
+            self._frame_stack = inferred
+            frame_shape = obs_shape[:-1] + (_FRAME_CHANNELS,)
+        else:
+            if frame_stack not in (None, 1):
+                raise ValueError(f"state observations (obs_spec {obs_shape} {obs_dtype}) "
+                                 f"take frame_stack 1, got {frame_stack}.")
+            self._frame_stack = 1
+            frame_shape = obs_shape
+        if int(nstep) != nstep or nstep < 1:
+            raise ValueError(f"nstep must be an integer >= 1, got {nstep}.")
+        if int(capacity) != capacity or capacity <= nstep:
+            raise ValueError(f"capacity must be an integer > nstep={nstep}, got {capacity}.")
+        self._obs_shape = obs_shape
+        self._obs_dtype = obs_dtype
+        self._action_shape = tuple(int(d) for d in action_spec.shape)
+        self._capacity = int(capacity)
+        self._nstep = int(nstep)
+        self._discount = float(discount)
+        self._observations = np.zeros((self._capacity,) + frame_shape, obs_dtype)
+        self._actions = np.zeros((self._capacity,) + self._action_shape, np.float32)
+        self._rewards = np.zeros(self._capacity, np.float32)
+        self._discounts = np.zeros(self._capacity, np.float32)
+        self._episode_positions = np.zeros(self._capacity, np.int32)
+        self._num_added = 0  # timesteps ever added: the next global index
+        self._episode_open = False  # the last timestep added was not LAST
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def capacity(self) -> int:
+        """Number of timestep slots."""
+        return self._capacity
+
+    @property
+    def nstep(self) -> int:
+        return self._nstep
+
+    @property
+    def discount(self) -> float:
+        """gamma, the per-step discount."""
+        return self._discount
+
+    @property
+    def frame_stack(self) -> int:
+        """Frames per observation (1 for state observations)."""
+        return self._frame_stack
+
+    @property
+    def num_added(self) -> int:
+        """Timesteps added since creation; the global index of the next one."""
+        return self._num_added
+
+    @property
+    def num_transitions(self) -> int:
+        """Number of transitions that can be sampled now (O(capacity))."""
+        return int(self.sampleable_indices().size)
+
+    @property
+    def nbytes(self) -> int:
+        """Total bytes of the storage arrays."""
+        return sum(a.nbytes for a in self._storage().values())
+
+    def __len__(self) -> int:
+        """Number of timesteps stored (<= capacity)."""
+        return min(self._num_added, self._capacity)
+
+    # ----------------------------------------------------------------- adding
+    def add(self, timestep: dm_env.TimeStep, action: np.ndarray | None = None) -> None:
+        """Stores a timestep.
+
+        Args:
+          timestep: the first timestep of an episode (FIRST), or a later one. A FIRST
+            timestep always starts a new episode, even if the last one did not end.
+          action: None for a FIRST timestep; otherwise the action [A] that led to it.
+        """
+        obs = np.asarray(timestep.observation)
+        if obs.shape != self._obs_shape or obs.dtype != self._obs_dtype:
+            raise ValueError(f"observation: expected {self._obs_shape} {self._obs_dtype}, "
+                             f"got {obs.shape} {obs.dtype}.")
+        first = timestep.first()
+        if first:
+            if action is not None:
+                raise ValueError("a FIRST timestep starts an episode and takes no action.")
+            position = 0
+        else:
+            if action is None:
+                raise ValueError(f"a {timestep.step_type.name} timestep needs the action "
+                                 "that led to it.")
+            if not self._episode_open:
+                raise ValueError(f"a {timestep.step_type.name} timestep arrived with no "
+                                 "episode open: an episode starts with a FIRST timestep.")
+            action = np.asarray(action, np.float32)
+            if action.shape != self._action_shape:
+                raise ValueError(f"action: expected shape {self._action_shape}, "
+                                 f"got {action.shape}.")
+            previous = (self._num_added - 1) % self._capacity
+            position = int(self._episode_positions[previous]) + 1
+        slot = self._num_added % self._capacity
+        if self._pixels:
+            _copy_channels(self._observations[slot], obs[..., -_FRAME_CHANNELS:])
+        else:
+            self._observations[slot] = obs
+        self._actions[slot] = 0.0 if first else action
+        self._rewards[slot] = 0.0 if first else float(timestep.reward)
+        self._discounts[slot] = 1.0 if first else float(timestep.discount)
+        self._episode_positions[slot] = position
+        self._num_added += 1
+        self._episode_open = not timestep.last()
+
+    # ----------------------------------------------------------------- sampling
+    def _is_sampleable(self, starts: np.ndarray) -> np.ndarray:
+        """bool [N]: whether each global start index names a transition now."""
+        oldest = self._num_added - self._capacity  # oldest valid global index (may be < 0)
+        ends = starts + self._nstep
+        in_range = (starts >= max(oldest, 0)) & (ends < self._num_added)
+        starts_c = np.where(in_range, starts, 0)
+        ends_c = np.where(in_range, ends, 0)
+        start_pos = self._episode_positions[starts_c % self._capacity].astype(np.int64)
+        end_pos = self._episode_positions[ends_c % self._capacity].astype(np.int64)
+        same_episode = end_pos == start_pos + self._nstep
+        # The obs stack reaches back to the episode start or k-1 timesteps.
+        first_read = starts - np.minimum(start_pos, self._frame_stack - 1)
+        return in_range & same_episode & (first_read >= oldest)
+
+    def sampleable_indices(self) -> np.ndarray:
+        """int64 [N]: every global start index that can be sampled now, ascending."""
+        low = max(self._num_added - self._capacity, 0)
+        candidates = np.arange(low, self._num_added - self._nstep, dtype=np.int64)
+        return candidates[self._is_sampleable(candidates)]
+
+    def sample(self, batch_size: int, rng: int | np.random.Generator) -> Batch:
+        """Draws batch_size transitions uniformly (with replacement) from the valid ones.
+
+        Args:
+          batch_size: B.
+          rng: a seed or a numpy Generator (advanced in place).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        rng = np.random.default_rng(rng)
+        low = max(self._num_added - self._capacity, 0)
+        high = self._num_added - self._nstep  # candidate starts: [low, high)
+        if high <= low:
+            raise ValueError(self._nothing_to_sample())
+        chosen, needed = [], batch_size
+        for _ in range(_MAX_REJECTION_ROUNDS):
+            candidates = rng.integers(low, high, size=2 * needed + 8)
+            accepted = candidates[self._is_sampleable(candidates)][:needed]
+            chosen.append(accepted)
+            needed -= accepted.size
+            if needed == 0:
+                break
+        else:  # few valid starts: draw from the full list of them
+            valid = self.sampleable_indices()
+            if valid.size == 0:
+                raise ValueError(self._nothing_to_sample())
+            chosen.append(rng.choice(valid, size=needed))
+        return self._gather(np.concatenate(chosen))
+
+    def _nothing_to_sample(self) -> str:
+        return (f"no transition can be sampled yet: {len(self)} timesteps stored, and a "
+                f"transition needs {self._nstep} more timesteps of its episode after it.")
+
+    def gather(self, indices: np.ndarray) -> Batch:
+        """The transitions that start at the given global indices (int [B])."""
+        indices = np.asarray(indices, np.int64).reshape(-1)
+        bad = indices[~self._is_sampleable(indices)]
+        if bad.size:
+            raise ValueError(f"indices not sampleable now: {bad[:10].tolist()}"
+                             f"{' ...' if bad.size > 10 else ''}")
+        return self._gather(indices)
+
+    def _gather(self, starts: np.ndarray) -> Batch:
+        ends = starts + self._nstep
+        window = starts[:, None] + np.arange(1, self._nstep + 1)  # [B, n]
+        reward, discount = nstep_return(self._rewards[window % self._capacity],
+                                        self._discounts[window % self._capacity],
+                                        self._discount)
+        return Batch(obs=self._stack(starts),
+                     action=self._actions[(starts + 1) % self._capacity],
+                     reward=reward, discount=discount, next_obs=self._stack(ends))
+
+    def _stack(self, indices: np.ndarray) -> np.ndarray:
+        """Observations [B, *obs_shape] of timesteps [B], frames oldest first."""
+        if not self._pixels:
+            return self._observations[indices % self._capacity]
+        positions = self._episode_positions[indices % self._capacity].astype(np.int64)
+        back = np.arange(self._frame_stack - 1, -1, -1)  # k-1, ..., 0
+        # Before the episode start the first frame repeats, as the env fills its stack.
+        sources = indices[:, None] - np.minimum(back[None, :], positions[:, None])
+        sources %= self._capacity
+        stacked = np.empty(indices.shape + self._obs_shape, np.uint8)
+        for j in range(self._frame_stack):
+            frame = self._observations[sources[:, j]]  # [B, H, W, 3]
+            _copy_channels(stacked[..., _FRAME_CHANNELS * j:_FRAME_CHANNELS * (j + 1)], frame)
+        return stacked
+
+    # ----------------------------------------------------------------- checkpoints
+    def _storage(self) -> dict[str, np.ndarray]:
+        return {"observations": self._observations, "actions": self._actions,
+                "rewards": self._rewards, "discounts": self._discounts,
+                "episode_positions": self._episode_positions}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Storage arrays (not copies: save before the next add) and 0-d counters."""
+        return {**self._storage(),
+                "num_added": np.asarray(self._num_added, np.int64),
+                "episode_open": np.asarray(self._episode_open, np.bool_)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores a state_dict() of a buffer with the same specs and capacity."""
+        expected = self.state_dict()
+        if set(state) != set(expected):
+            raise ValueError(f"state keys: expected {sorted(expected)}, got {sorted(state)}.")
+        for key, target in expected.items():
+            value = np.asarray(state[key])
+            if value.shape != target.shape or value.dtype != target.dtype:
+                raise ValueError(f"state[{key!r}]: expected {target.shape} {target.dtype}, "
+                                 f"got {value.shape} {value.dtype}.")
+        num_added = int(state["num_added"])
+        if num_added < 0:
+            raise ValueError(f"state['num_added'] must be >= 0, got {num_added}.")
+        for key, target in self._storage().items():
+            np.copyto(target, np.asarray(state[key]))
+        self._num_added = num_added
+        self._episode_open = bool(state["episode_open"])
