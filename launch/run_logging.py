@@ -1,0 +1,111 @@
+"""What a run writes besides checkpoints: CSV logs, TensorBoard events, terminal progress,
+evaluation videos."""
+import csv
+import math
+import os
+import sys
+import time
+from typing import Sequence
+
+import numpy as np
+
+
+class CsvLog:
+    """Appends rows with fixed columns to `path`.
+
+    `truncate_after(frame)` drops rows logged after a checkpoint's frame, so that a resumed
+    run appends without duplicate frames.
+    """
+
+    def __init__(self, path: str, columns: Sequence[str]):
+        self.path = path
+        self.columns = list(columns)
+        if os.path.exists(path):
+            with open(path, newline="") as file:
+                header = next(csv.reader(file), None)
+            if header != self.columns:
+                raise ValueError(f"{path} has columns {header}, expected {self.columns}")
+        else:
+            with open(path, "w", newline="") as file:
+                csv.writer(file).writerow(self.columns)
+
+    def truncate_after(self, frame: int) -> None:
+        with open(self.path, newline="") as file:
+            rows = list(csv.DictReader(file))
+        kept = [row for row in rows if int(row["frame"]) <= frame]
+        if len(kept) != len(rows):
+            self._write_all(kept)
+
+    def _write_all(self, rows: list[dict]) -> None:
+        tmp_path = self.path + ".tmp"
+        with open(tmp_path, "w", newline="") as file:
+            writer = csv.DictWriter(file, self.columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp_path, self.path)
+
+    def append(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as file:
+            csv.DictWriter(file, self.columns).writerow({k: row.get(k, "") for k in self.columns})
+
+    def last_frame(self) -> int | None:
+        with open(self.path, newline="") as file:
+            frames = [int(row["frame"]) for row in csv.DictReader(file)]
+        return frames[-1] if frames else None
+
+
+class TensorBoard:
+    """Scalar summaries as TensorBoard event files in the workdir (tensorboardX, no TF)."""
+
+    def __init__(self, logdir: str):
+        from tensorboardX import SummaryWriter  # deferred: only the launcher needs it
+        self._writer = SummaryWriter(logdir, flush_secs=30)
+
+    def scalars(self, prefix: str, values: dict, frame: int) -> None:
+        for name, value in values.items():
+            if isinstance(value, (int, float, np.floating, np.integer)):
+                self._writer.add_scalar(f"{prefix}/{name}", float(value), frame)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """One terminal line per log interval: frames, frames/s, recent return, time left."""
+
+    def __init__(self, total_frames: int, start_frame: int, stream=sys.stdout):
+        self.total_frames = total_frames
+        self.stream = stream
+        self._last_time = time.monotonic()
+        self._last_frame = start_frame
+
+    def frames_per_second(self, frame: int) -> float:
+        now = time.monotonic()
+        elapsed = max(now - self._last_time, 1e-9)
+        fps = (frame - self._last_frame) / elapsed
+        self._last_time, self._last_frame = now, frame
+        return fps
+
+    def line(self, kind: str, frame: int, fps: float, recent_return: float | None) -> str:
+        left = (self.total_frames - frame) / fps if fps > 0 else float("inf")
+        ret = "    n/a" if recent_return is None else f"{recent_return:7.1f}"
+        pct = 100.0 * frame / self.total_frames
+        return (f"[{kind}] frame {frame:>9,}/{self.total_frames:,} ({pct:5.1f}%) | "
+                f"{fps:7.1f} frames/s | return {ret} | left {format_duration(left)}")
+
+    def show(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+
+def save_video(path: str, frames: list[np.ndarray], fps: int = 30) -> None:
+    """uint8 [H, W, 3] frames -> mp4 at `path` (imageio with its bundled ffmpeg)."""
+    import imageio  # deferred: only needed with save_video
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    imageio.mimsave(path, frames, fps=fps, macro_block_size=1)

@@ -1,0 +1,146 @@
+r"""Trains one pixelzoo agent on one DeepMind Control task, resumably.
+
+    python -m launch.train --agent=drqv2 --task=cartpole_swingup --seed=1 \
+        --num_frames=1000000 --workdir=runs/drqv2-cartpole_swingup-1 --config.batch_size=512
+
+Every field of agents.Config is a `--config.<field>=value` flag. The workdir receives
+config.json, train.csv, eval.csv, TensorBoard events, checkpoints/ and videos/. Launching
+again with the same workdir resumes from the last complete checkpoint; only --num_frames
+may change between launches.
+"""
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from absl import app, flags
+from ml_collections import config_dict, config_flags
+
+import agents
+import envs
+from agents.config import Config
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("agent", "drqv2", f"Agent preset: one of {', '.join(agents.names())}.")
+flags.DEFINE_string("task", "cartpole_swingup", "DMC task, e.g. walker_walk (see envs.names()).")
+flags.DEFINE_integer("seed", 1, "Random seed of the run.")
+flags.DEFINE_integer("num_frames", 1_000_000, "Environment frames to train for (before "
+                     "action repeat divides them into agent steps).")
+flags.DEFINE_string("workdir", None, "Run directory; default runs/<agent>-<task>-<seed>.")
+config_flags.DEFINE_config_dict(
+    "config", config_dict.ConfigDict(Config().to_dict()),
+    "Config overrides, --config.<field>=value, applied on top of the agent preset and its "
+    "per-task recipe. Fields: " + ", ".join(agents.FIELD_NAMES))
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UserError(Exception):
+    """A mistake in the command line or the workdir: printed without a traceback."""
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing that turns bad flags into a short message listing valid ones."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        message = str(error)
+        if "config." in message:
+            message += "\nvalid --config fields: " + ", ".join(agents.FIELD_NAMES)
+        print(f"error: {message}\nflags: --agent --task --seed --num_frames --workdir "
+              "--config.<field>", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def run_spec_from_flags() -> dict[str, Any]:
+    """The run's identity and full config, checked before any heavy work."""
+    if FLAGS.agent not in agents.names():
+        raise UserError(f"unknown agent {FLAGS.agent!r}; choose one of: "
+                        f"{', '.join(agents.names())}")
+    if FLAGS.task not in envs.names():
+        raise UserError(f"unknown task {FLAGS.task!r}; choose one of: {', '.join(envs.names())}")
+    if FLAGS.num_frames <= 0:
+        raise UserError(f"--num_frames={FLAGS.num_frames} must be > 0")
+    overrides = dict(config_flags.get_override_values(FLAGS["config"]))
+    try:
+        config = agents.build_config(FLAGS.agent, task=FLAGS.task,
+                                     task_group=envs.task_group(FLAGS.task), **overrides)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    return {"agent": FLAGS.agent, "task": FLAGS.task, "seed": FLAGS.seed,
+            "num_frames": FLAGS.num_frames, "config": config.to_dict()}
+
+
+def resolve_workdir(spec: dict[str, Any]) -> str:
+    """Creates the workdir, or checks that an existing one holds the same run.
+
+    Only num_frames may differ (extending a run); any other difference is refused, naming
+    the fields, before anything in the workdir is touched.
+    """
+    workdir = FLAGS.workdir or os.path.join("runs", f"{spec['agent']}-{spec['task']}-"
+                                                    f"{spec['seed']}")
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path):
+        with open(path) as file:
+            saved = json.load(file)
+        differences = _spec_differences(saved, spec)
+        if differences:
+            raise UserError(f"workdir {workdir} holds a different run; differing fields: "
+                            + "; ".join(differences)
+                            + ". Use another --workdir, or the saved settings.")
+    os.makedirs(workdir, exist_ok=True)
+    tmp_path = path + ".tmp"
+    with open(tmp_path, "w") as file:
+        json.dump(spec, file, indent=2, sort_keys=True)
+    os.replace(tmp_path, path)
+    return workdir
+
+
+def _spec_differences(saved: dict[str, Any], spec: dict[str, Any]) -> list[str]:
+    flat = lambda s: {**{k: v for k, v in s.items() if k != "config"},
+                      **{f"config.{k}": v for k, v in s.get("config", {}).items()}}
+    old, new = flat(saved), flat(spec)
+    return [f"{key} (saved {old.get(key)!r}, now {new.get(key)!r})"
+            for key in sorted(set(old) | set(new))
+            if key != "num_frames" and old.get(key) != new.get(key)]
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    try:
+        spec = run_spec_from_flags()
+        workdir = resolve_workdir(spec)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    if spec["config"]["obs_type"] == "pixels":
+        try:  # probe the GL backend before JAX starts its threads (the probe forks)
+            envs.ensure_gl_backend()
+        except envs.RenderingUnavailableError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(1)
+    from launch.loop import NonFiniteLossError, train  # heavy imports after the checks
+    stop_signal: list[int] = []
+
+    def request_stop(signum: int, frame: Any) -> None:
+        del frame
+        stop_signal.append(signum)
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        finished = train(spec, workdir, should_stop=lambda: bool(stop_signal))
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    if not finished:
+        print(f"stopped by signal {stop_signal[0]}; checkpoint saved. Run the same command "
+              "again to resume.", flush=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)
