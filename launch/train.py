@@ -20,7 +20,7 @@ from ml_collections import config_dict, config_flags
 
 import agents
 import envs
-from agents.config import Config
+from agents.config import Config, check_field_names
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("agent", "drqv2", f"Agent preset: one of {', '.join(agents.names())}.")
@@ -29,10 +29,6 @@ flags.DEFINE_integer("seed", 1, "Random seed of the run.")
 flags.DEFINE_integer("num_frames", 1_000_000, "Environment frames to train for (before "
                      "action repeat divides them into agent steps).")
 flags.DEFINE_string("workdir", None, "Run directory; default runs/<agent>-<task>-<seed>.")
-config_flags.DEFINE_config_dict(
-    "config", config_dict.ConfigDict(Config().to_dict()),
-    "Config overrides, --config.<field>=value, applied on top of the agent preset and its "
-    "per-task recipe. Fields: " + ", ".join(agents.FIELD_NAMES))
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -142,5 +138,22 @@ def main(argv: list[str]) -> None:
         sys.exit(EXIT_INTERRUPTED)
 
 
+def define_config_flag(argv: list[str]) -> None:
+    """Defines --config.<field> (ml_collections reads argv here, so unknown fields are
+    refused first, with the valid ones listed)."""
+    fields = [arg[2:].split("=")[0][len("config."):] for arg in argv[1:]
+              if arg.startswith("--config.")]
+    try:
+        check_field_names(dict.fromkeys(fields))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    config_flags.DEFINE_config_dict(
+        "config", config_dict.ConfigDict(Config().to_dict()),
+        "Config overrides, --config.<field>=value, applied on top of the agent preset and "
+        "its per-task recipe. Fields: " + ", ".join(agents.FIELD_NAMES))
+
+
 if __name__ == "__main__":
+    define_config_flag(sys.argv)
     app.run(main, flags_parser=parse_flags)

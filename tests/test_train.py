@@ -1,0 +1,211 @@
+"""launch.train end to end: bad input, SIGKILL and resume, SIGTERM, refused config changes,
+non-finite losses, orbax round trips, and one run that shows learning."""
+import csv
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import agents
+import envs
+from launch import loop
+from launch.checkpointing import RunCheckpointer
+from replay import ReplayBuffer
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY_RUN = ["--task=cartpole_swingup", "--config.image_size=16", "--config.hidden_dim=16",
+            "--config.feature_dim=8", "--config.batch_size=8", "--config.action_repeat=8",
+            "--config.num_seed_frames=200", "--config.eval_every_frames=1000",
+            "--config.num_eval_episodes=1", "--config.checkpoint_every_frames=400",
+            "--config.log_every_frames=400", "--config.replay_capacity=5000"]
+
+
+def launch(workdir, *args, wait=True):
+    command = [sys.executable, "-m", "launch.train", f"--workdir={workdir}", *args]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    if not wait:
+        return process
+    stdout, stderr = process.communicate(timeout=600)
+    return process.returncode, stdout, stderr
+
+
+def read_csv(path):
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("args, message", [
+    (["--agent=drqv3"], "unknown agent 'drqv3'; choose one of: drqv2, drq"),
+    (["--task=cartpole_swingupp"], "unknown task 'cartpole_swingupp'; choose one of: "),
+    (["--config.batch_sise=3"], "(did you mean 'batch_size'?). Valid fields: base,"),
+    (["--num_frames=0"], "--num_frames=0 must be > 0"),
+    (["--config.image_size=12"], "allowed range: image_size >= 15"),
+    (["--config.frame_stack=0"], "frame_stack=0 must be >= 1"),
+    (["--config.batch_size=512", "--config.replay_capacity=100"],
+     "batch_size=512 is larger than replay_capacity=100"),
+    (["--config.batch_size=many"], "config.batch_size"),
+])
+def test_bad_input_exits_with_a_short_message_before_any_work(tmp_path, args, message):
+    code, stdout, stderr = launch(tmp_path / "run", *args)
+    assert code == 2
+    assert message in stderr
+    assert "Traceback" not in stderr + stdout
+    assert not (tmp_path / "run").exists(), "nothing may be written for a user mistake"
+
+
+# ----------------------------------------------------------------------------- resume
+def test_sigkill_then_resume_continues_from_the_last_complete_checkpoint(tmp_path):
+    workdir = tmp_path / "run"
+    process = launch(workdir, *TINY_RUN, "--num_frames=2000", wait=False)
+    deadline = time.time() + 300
+    checkpoints = workdir / "checkpoints"
+    while time.time() < deadline and process.poll() is None:
+        done = [p for p in checkpoints.glob("*") if p.name.isdigit()] if checkpoints.exists() else []
+        if any(int(p.name) >= 800 for p in done):
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, process.communicate()[1][-2000:]
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    complete = RunCheckpointer(str(checkpoints)).latest_frame()
+    assert complete is not None and complete >= 800
+    # A checkpoint cut short by the kill (orbax's temporary directory) is never used.
+    partial = checkpoints / f"{complete + 400}.orbax-checkpoint-tmp-1"
+    partial.mkdir()
+    (partial / "junk").write_text("partial")
+
+    code, stdout, stderr = launch(workdir, *TINY_RUN, "--num_frames=2000")
+    assert code == 0, stderr[-3000:]
+    assert f"resumed from checkpoint at frame {complete:,}" in stdout
+    train_rows = read_csv(workdir / "train.csv")
+    frames = [int(row["frame"]) for row in train_rows]
+    assert frames == sorted(set(frames)), "train.csv must not repeat frames"
+    eval_frames = [int(row["frame"]) for row in read_csv(workdir / "eval.csv")]
+    assert eval_frames == [0, 1000, 2000]
+    assert RunCheckpointer(str(checkpoints)).latest_frame() == 2000
+    assert {"frame", "step", "episode_return", "critic_loss"} <= set(train_rows[-1])
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir))
+
+    # Extending num_frames resumes; changing anything else is refused, naming the field.
+    config_before = (workdir / "config.json").read_text()
+    code, _, stderr = launch(workdir, *TINY_RUN, "--num_frames=3000", "--config.lr=0.001",
+                             "--seed=5")
+    assert code == 2
+    assert "config.lr (saved 0.0001, now 0.001)" in stderr and "seed (saved 1, now 5)" in stderr
+    assert (workdir / "config.json").read_text() == config_before
+    code, stdout, stderr = launch(workdir, *TINY_RUN, "--num_frames=2400")
+    assert code == 0, stderr[-3000:]
+    assert "resumed from checkpoint at frame 2,000" in stdout
+    assert json.loads((workdir / "config.json").read_text())["num_frames"] == 2400
+    assert RunCheckpointer(str(checkpoints)).latest_frame() == 2400
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
+    workdir = tmp_path / "run"
+    process = launch(workdir, *TINY_RUN, "--num_frames=100000", "--config.save_video=True",
+                     wait=False)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (workdir / "train.csv").exists():
+        time.sleep(0.2)
+    while time.time() < deadline and len(read_csv(workdir / "train.csv")) < 2:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "checkpoint saved" in stdout
+    frame = RunCheckpointer(str(workdir / "checkpoints")).latest_frame()
+    assert frame >= 2000   # two episodes of 1000 frames were logged
+    assert (workdir / "videos" / "eval_0.mp4").stat().st_size > 1000
+
+
+# ----------------------------------------------------------------------------- in process
+def tiny_spec(**config):
+    values = dict(image_size=16, hidden_dim=16, feature_dim=8, batch_size=8, action_repeat=8,
+                  num_seed_frames=200, eval_every_frames=100_000, num_eval_episodes=1,
+                  checkpoint_every_frames=400, log_every_frames=400, replay_capacity=2000)
+    values.update(config)
+    config = agents.build_config("drqv2", **values)
+    return {"agent": "drqv2", "task": "cartpole_swingup", "seed": 0, "num_frames": 2000,
+            "config": config.to_dict()}
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real_make = agents.make_from_config
+
+    def make_poisoned(*args):
+        agent = real_make(*args)
+
+        def update(state, batch, key):
+            new_state, metrics = agent.update(state, batch, key)
+            poison = jax.numpy.where(state.update_step >= 40, jax.numpy.nan, 0.0)
+            return new_state, {**metrics, "critic_loss": metrics["critic_loss"] + poison}
+
+        return agent.__class__(**{**agent.__dict__, "update": update})
+
+    monkeypatch.setattr(agents, "make_from_config", make_poisoned)
+    spec = tiny_spec()
+    with pytest.raises(loop.NonFiniteLossError, match="non-finite critic_loss"):
+        loop.train(spec, str(tmp_path), should_stop=lambda: False)
+    # Updates start at agent step 25 (200 frames / 8); update 40 runs at agent step 105.
+    checkpointer = RunCheckpointer(str(tmp_path / "checkpoints"))
+    assert checkpointer.latest_frame() == 800   # saved before the bad update at frame 840
+    with pytest.raises(loop.NonFiniteLossError, match="at agent step 105"):
+        loop.MetricsWindow.flush(_window_with_nan_at(105))
+
+
+def _window_with_nan_at(step):
+    window = loop.MetricsWindow()
+    for s in range(100, 110):
+        window.add(s, {"critic_loss": jax.numpy.asarray(np.nan if s >= step else 1.0)})
+    return window
+
+
+def test_checkpoint_round_trips_agent_state_and_replay_exactly(tmp_path):
+    env = envs.make("cartpole_swingup", seed=0, image_size=16, action_repeat=8)
+    agent = agents.make("drqv2", env.observation_spec(), env.action_spec(), batch_size=4,
+                        hidden_dim=16, feature_dim=8, image_size=16)
+    state = agent.init(jax.random.key(0))
+    buffer = ReplayBuffer(env.observation_spec(), env.action_spec(), capacity=50, nstep=3)
+    timestep = env.reset()
+    buffer.add(timestep)
+    for _ in range(30):
+        action = np.random.default_rng(0).uniform(-1, 1, 1).astype(np.float32)
+        timestep = env.step(action)
+        buffer.add(timestep, action)
+    batch = buffer.sample(4, 0)
+    state, _ = jax.jit(agent.update)(state, batch, jax.random.key(1))
+    checkpointer = RunCheckpointer(str(tmp_path))
+    checkpointer.save(120, state, buffer.state_dict(), {"step": 15})
+    fresh = ReplayBuffer(env.observation_spec(), env.action_spec(), capacity=50, nstep=3)
+    restored, replay_state, loop_state = checkpointer.restore(
+        120, agent.init(jax.random.key(9)), fresh.state_dict())
+    fresh.load_state_dict(replay_state)
+    jax.tree.map(np.testing.assert_array_equal, restored, state)
+    assert loop_state == {"step": 15}
+    for got, want in zip(fresh.sample(4, 7), buffer.sample(4, 7)):
+        np.testing.assert_array_equal(got, want)
+
+
+# ----------------------------------------------------------------------------- learning
+def test_drqv2_from_state_learns_cartpole_balance(tmp_path):
+    """Return well above the random policy's within a small budget (state observations)."""
+    spec = tiny_spec(obs_type="state", aug="none", hidden_dim=256, feature_dim=50,
+                     batch_size=128, num_seed_frames=2000, stddev_steps=2000,
+                     eval_every_frames=16_000, num_eval_episodes=5,
+                     checkpoint_every_frames=100_000, log_every_frames=100_000,
+                     replay_capacity=100_000, lr=3e-4)
+    spec.update(task="cartpole_balance", num_frames=16_000)
+    assert loop.train(spec, str(tmp_path), should_stop=lambda: False)
+    evals = read_csv(tmp_path / "eval.csv")
+    random_return, final_return = float(evals[0]["episode_return"]), float(evals[-1]["episode_return"])
+    assert int(evals[-1]["frame"]) == 16_000
+    assert final_return > 700 and final_return > random_return + 300, evals
