@@ -173,6 +173,7 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool]) -
             if timestep.last():
                 episode += 1
                 recent_returns.append(episode_return)
+                last_metrics = metrics.flush() or last_metrics
                 row = {"frame": frame, "step": step, "episode": episode,
                        "episode_return": episode_return,
                        "episode_length": episode_length * action_repeat,
