@@ -61,8 +61,8 @@ class MetricsWindow:
         """Means over the window; raises NonFiniteLossError naming the first bad step."""
         if not self._metrics:
             return {}
-        stacked = jax.device_get({k: jnp.stack([m[k] for m in self._metrics])
-                                  for k in self._metrics[0]})
+        fetched = jax.device_get(self._metrics)  # one transfer, no per-length compile
+        stacked = {k: np.stack([m[k] for m in fetched]) for k in fetched[0]}
         steps, self._steps, self._metrics = self._steps, [], []
         for name, values in stacked.items():
             bad = np.flatnonzero(~np.isfinite(values))
@@ -116,7 +116,7 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool]) -
                           discount=config.discount)
     run_key = jax.random.key(seed)
     init_key, act_key, update_key, eval_key = jax.random.split(run_key, 4)
-    state = agent.init(init_key)
+    state = jax.jit(agent.init)(init_key)
     on_cpu = jax.default_backend() == "cpu"
     update_fn = jax.jit(agent.update, donate_argnums=() if on_cpu else (0,))
     act_fn = jax.jit(agent.act, static_argnames="eval_mode")
