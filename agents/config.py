@@ -15,10 +15,10 @@ from typing import Any, Mapping
 from networks import min_image_size
 
 BASES = ("ddpg", "sac")
-ENCODERS = ("conv",)
+ENCODERS = ("conv", "flare")
 AUGS = ("shift", "none")
-CRITICS = ("twin",)
-MLPS = ("plain",)
+CRITICS = ("twin", "gpl")
+MLPS = ("plain", "d2rl")
 OBS_TYPES = ("pixels", "state")
 
 
@@ -28,11 +28,12 @@ class Config:
 
     # Agent parts.
     base: str = "ddpg"                  # ddpg (DrQ-v2) or sac (DrQ)
-    encoder: str = "conv"
+    encoder: str = "conv"               # conv, or flare (per-frame latents and their flow)
     aug: str = "shift"                  # random shift (pad 4, edge replicate) or none
-    critic: str = "twin"
+    lix: bool = False                   # A-LIX: LIX layers after every encoder ReLU
+    critic: str = "twin"                # twin (min of 2) or gpl (learned pessimism)
     num_critics: int = 2
-    mlp: str = "plain"
+    mlp: str = "plain"                  # plain or d2rl (input fed to every hidden layer)
     mlp_depth: int = 2                  # hidden layers of actor and critic MLPs
     # Environment.
     obs_type: str = "pixels"
@@ -63,6 +64,22 @@ class Config:
     num_q_augs: int = 2                 # M
     log_std_min: float = -10.0
     log_std_max: float = 2.0
+    # A-LIX (released-code defaults; paper Table 6: lix_init=0.4 i.e. S=1.0 px,
+    # lix_nd_target=0.635, lix_lr=3e-3). S = lix_max_shift * P pixels, P in [0, 1].
+    lix_init: float = 0.5
+    lix_nd_target: float = 0.535
+    lix_lr: float = 2e-3
+    lix_b1: float = 0.5
+    lix_max_shift: float = 2.5
+    # GPL: target mean_i Q_i - beta * mean_{i != j} |Q_i - Q_j|, beta by dual TD-learning.
+    gpl_beta_init: float = 0.5
+    gpl_beta_lr: float = 1e-4
+    gpl_beta_b1: float = 0.5
+    gpl_learn_beta: bool = True
+    # Optimistic actor: beta_pi = beta + optimism_shift * (1 - t / optimism_decay_steps)
+    # for t < optimism_decay_steps agent steps (optimism_shift <= 0; 0 turns it off).
+    optimism_shift: float = 0.0
+    optimism_decay_steps: int = 1
     # Replay and schedule (frames are env steps before action repeat).
     replay_capacity: int = 1_000_000    # transitions
     num_seed_frames: int = 4000         # uniform random actions, no updates
@@ -111,6 +128,14 @@ def check_field_names(values: Mapping[str, Any]) -> None:
 # Named agents: overrides of the DrQ-v2 defaults (ALGORITHMS.md sections 1-2).
 PRESETS: dict[str, dict[str, Any]] = {
     "drqv2": {},
+    # Flare's encoder on the DrQ-v2 base; feature dim 64 as in its released scripts.
+    "flare": dict(encoder="flare", feature_dim=64),
+    # A-LIX: DrQ-v2 without random shifts, LIX layers with a learned strength.
+    "alix": dict(aug="none", lix=True),
+    # GPL: DrQ-v2 with the learned-pessimism critic ensemble (see README on GPL-Pix).
+    "gpl": dict(critic="gpl"),
+    # D2RL: dense MLPs of depth 4 for the actor and every critic.
+    "d2rl": dict(mlp="d2rl", mlp_depth=4),
     "drq": dict(
         base="sac", centered_pixels=False, target_encoder=True, lr=1e-3, batch_size=512,
         nstep=1, update_every_steps=1, actor_update_every=2, target_update_every=2,
@@ -178,9 +203,10 @@ def validate(config: Config) -> list[str]:
                  "num_q_augs", "eval_every_frames", "checkpoint_every_frames",
                  "log_every_frames", "stddev_steps"):
         at_least(name, 1)
-    for name in ("num_seed_frames", "num_eval_episodes", "stddev_final", "stddev_clip"):
+    for name in ("num_seed_frames", "num_eval_episodes", "stddev_final", "stddev_clip",
+                 "lix_max_shift", "optimism_decay_steps"):
         at_least(name, 0)
-    for name in ("lr", "init_temperature", "stddev_init"):
+    for name in ("lr", "init_temperature", "stddev_init", "lix_lr", "gpl_beta_lr"):
         if getattr(config, name) <= 0:
             errors.append(f"{name}={getattr(config, name)!r} must be > 0")
     if not 0 < config.discount <= 1:
@@ -198,8 +224,26 @@ def validate(config: Config) -> list[str]:
     if config.obs_type == "state" and config.aug != "none":
         errors.append(f"aug={config.aug!r} needs pixel observations; use aug='none' with "
                       "obs_type='state'")
-    if config.base == "ddpg" and config.num_critics != 2 and config.critic == "twin":
-        errors.append("critic='twin' takes the minimum of exactly 2 critics (num_critics=2)")
+    if config.critic == "twin" and config.num_critics != 2:
+        errors.append("critic='twin' takes the minimum of exactly 2 critics (num_critics=2); "
+                      "use critic='gpl' for larger ensembles")
+    if config.critic == "gpl" and config.num_critics < 2:
+        errors.append("critic='gpl' needs num_critics >= 2 (its penalty is their disagreement)")
+    if config.optimism_shift > 0:
+        errors.append("optimism_shift must be <= 0 (an optimistic shift lowers beta)")
+    if config.optimism_shift != 0 and config.critic != "gpl":
+        errors.append("optimism_shift applies to critic='gpl' only")
+    if not 0 <= config.lix_init <= 1:
+        errors.append(f"lix_init={config.lix_init!r} must be in [0, 1]")
+    if not 0 <= config.lix_b1 < 1 or not 0 <= config.gpl_beta_b1 < 1:
+        errors.append("lix_b1 and gpl_beta_b1 must be in [0, 1)")
+    if config.obs_type == "state" and (config.lix or config.encoder != "conv"):
+        errors.append("lix and encoder='flare' need pixel observations (obs_type='pixels')")
+    if config.lix and config.base != "ddpg":
+        errors.append("lix=True is implemented on the ddpg base (DrQ-v2, as in A-LIX); "
+                      "base='sac' with LIX layers is not available yet")
+    if config.encoder == "flare" and config.frame_stack < 2:
+        errors.append("encoder='flare' needs frame_stack >= 2 (it encodes frame differences)")
     return errors
 
 

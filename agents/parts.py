@@ -29,20 +29,23 @@ def is_pixels(obs_spec: specs.Array) -> bool:
 
 
 def build_parts(config: Config, obs_spec: specs.Array, action_dim: int) -> Parts:
-    if is_pixels(obs_spec):
-        encoder = networks.ConvEncoder(centered=config.centered_pixels)
-    else:
+    if not is_pixels(obs_spec):
         encoder = networks.StateEncoder()
+    elif config.encoder == "flare":
+        encoder = networks.FlareEncoder(centered=config.centered_pixels)
+    else:
+        encoder = networks.ConvEncoder(centered=config.centered_pixels)
     dense_inputs = config.mlp == "d2rl"
+    trunk_tanh = config.encoder != "flare"
     if config.base == "ddpg":
         actor = networks.DeterministicActor(action_dim, config.feature_dim, config.hidden_dims,
-                                            dense_inputs)
+                                            dense_inputs, trunk_tanh)
     else:
         actor = networks.TanhGaussianActor(action_dim, config.feature_dim, config.hidden_dims,
                                            dense_inputs, config.log_std_min,
-                                           config.log_std_max)
+                                           config.log_std_max, trunk_tanh)
     critic = networks.CriticEnsemble(config.num_critics, config.feature_dim, config.hidden_dims,
-                                     dense_inputs)
+                                     dense_inputs, trunk_tanh)
     return Parts(encoder=encoder, actor=actor, critic=critic)
 
 
@@ -59,9 +62,3 @@ def init_params(parts: Parts, obs_spec: specs.Array, action_dim: int,
         "actor": parts.actor.init(key_actor, features),
         "critic": parts.critic.init(key_critic, features, action),
     }
-
-
-def target_value(q: jnp.ndarray) -> jnp.ndarray:
-    """Pessimistic value of an ensemble's estimates for targets and the actor: Q [N, B] -> [B]
-    (the minimum over the twin critics)."""
-    return jnp.min(q, axis=0)

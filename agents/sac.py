@@ -6,10 +6,10 @@ import numpy as np
 import optax
 from dm_env import specs
 
-from agents import common
+from agents import common, pessimism
 from agents.augment import random_shift
 from agents.config import Config
-from agents.parts import build_parts, init_params, target_value
+from agents.parts import build_parts, init_params
 from replay import Batch
 
 sg = jax.lax.stop_gradient
@@ -30,6 +30,7 @@ def make_sac(name: str, config: Config, obs_spec: specs.Array,
     alpha_optimizer = optax.adam(config.lr)
     target_entropy = -float(action_dim)
     augment = config.aug == "shift"
+    gpl = config.critic == "gpl"
 
     def init(key: jax.Array) -> common.AgentState:
         params = init_params(parts, obs_spec, action_dim, key)
@@ -38,12 +39,14 @@ def make_sac(name: str, config: Config, obs_spec: specs.Array,
         target_params = {"critic": params["critic"]}
         if config.target_encoder:
             target_params["encoder"] = params["encoder"]
-        return common.AgentState(
-            params=params, target_params=target_params,
-            opt_states={"critic": critic_optimizer.init(critic_group),
-                        "actor": actor_optimizer.init(params["actor"]),
-                        "alpha": alpha_optimizer.init(params["log_alpha"])},
-            update_step=jnp.zeros((), jnp.int32))
+        opt_states = {"critic": critic_optimizer.init(critic_group),
+                      "actor": actor_optimizer.init(params["actor"]),
+                      "alpha": alpha_optimizer.init(params["log_alpha"])}
+        if gpl:
+            params["beta"] = jnp.asarray(config.gpl_beta_init, jnp.float32)
+            opt_states["beta"] = pessimism.beta_optimizer(config).init(params["beta"])
+        return common.AgentState(params=params, target_params=target_params,
+                                 opt_states=opt_states, update_step=jnp.zeros((), jnp.int32))
 
     def policy(params: dict, features: jnp.ndarray, key: jax.Array):
         mean, log_std = parts.actor.apply(params["actor"], features)
@@ -69,7 +72,8 @@ def make_sac(name: str, config: Config, obs_spec: specs.Array,
         target_features = parts.encoder.apply(target_encoder, next_obs)
         next_q = parts.critic.apply(state.target_params["critic"], target_features, next_action)
         alpha = jnp.exp(state.params["log_alpha"])
-        soft_value = target_value(next_q) - alpha * next_log_prob            # [K * B]
+        value = pessimism.target_value(next_q, config, state.params.get("beta"))
+        soft_value = value - alpha * next_log_prob                             # [K * B]
         soft_value = jnp.mean(soft_value.reshape(copies, -1), axis=0)        # [B]
         return sg(batch.reward + batch.discount * soft_value)
 
@@ -84,11 +88,11 @@ def make_sac(name: str, config: Config, obs_spec: specs.Array,
         return loss, q
 
     def actor_and_alpha_loss(actor_alpha: dict, params: dict, features: jnp.ndarray,
-                             key: jax.Array):
+                             beta_pi, key: jax.Array):
         action, log_prob = policy({"actor": actor_alpha["actor"]}, features, key)
         q = parts.critic.apply(params["critic"], features, action)
         alpha = jnp.exp(sg(actor_alpha["log_alpha"]))
-        actor_loss = jnp.mean(alpha * log_prob - target_value(q))
+        actor_loss = jnp.mean(alpha * log_prob - pessimism.target_value(q, config, beta_pi))
         alpha_loss = jnp.mean(jnp.exp(actor_alpha["log_alpha"])
                               * sg(-log_prob - target_entropy))
         return actor_loss + alpha_loss, (actor_loss, alpha_loss, -jnp.mean(log_prob))
@@ -106,6 +110,17 @@ def make_sac(name: str, config: Config, obs_spec: specs.Array,
         critic_group, critic_opt_state = common.apply_optimizer(
             critic_optimizer, grads, state.opt_states["critic"], critic_group)
         params = {**state.params, **critic_group}
+        opt_states = {**state.opt_states, "critic": critic_opt_state}
+        metrics = {}
+        beta_pi = None
+        if gpl:
+            beta_pi = pessimism.actor_beta(config, state.params["beta"],
+                                           common.agent_step(config, state.update_step))
+            q_first = q[:, 0]                       # [N, B]: the first augmented copy
+            params["beta"], opt_states["beta"], metrics["td_error_mean"] = (
+                pessimism.dual_beta_step(config, state.params["beta"], state.opt_states["beta"],
+                                         q_first, target))
+            metrics.update(beta=params["beta"], beta_actor=beta_pi)
 
         # Actor and temperature on the first augmented copy, re-encoded by the updated
         # encoder with the gradient stopped (official DrQ: detach_encoder=True).
@@ -114,7 +129,8 @@ def make_sac(name: str, config: Config, obs_spec: specs.Array,
             features = sg(parts.encoder.apply(params["encoder"], first_obs))
             actor_alpha = {"actor": params["actor"], "log_alpha": params["log_alpha"]}
             grads, (loss_actor, loss_alpha, entropy) = jax.grad(
-                actor_and_alpha_loss, has_aux=True)(actor_alpha, params, features, key_actor)
+                actor_and_alpha_loss, has_aux=True)(actor_alpha, params, features, beta_pi,
+                                                    key_actor)
             actor, actor_opt = common.apply_optimizer(
                 actor_optimizer, grads["actor"], state.opt_states["actor"], params["actor"])
             log_alpha, alpha_opt = common.apply_optimizer(
@@ -140,12 +156,11 @@ def make_sac(name: str, config: Config, obs_spec: specs.Array,
                                      polyak_targets, lambda _: state.target_params, None)
         new_state = common.AgentState(
             params=params, target_params=target_params,
-            opt_states={"critic": critic_opt_state, "actor": actor_opt, "alpha": alpha_opt},
+            opt_states={**opt_states, "actor": actor_opt, "alpha": alpha_opt},
             update_step=state.update_step + 1)
-        metrics = {"critic_loss": loss_critic, "actor_loss": loss_actor,
-                   "alpha_loss": loss_alpha, "alpha": jnp.exp(log_alpha), "entropy": entropy,
-                   "q_mean": jnp.mean(q), "target_q_mean": jnp.mean(target),
-                   "batch_reward": jnp.mean(batch.reward)}
+        metrics.update(critic_loss=loss_critic, actor_loss=loss_actor, alpha_loss=loss_alpha,
+                       alpha=jnp.exp(log_alpha), entropy=entropy, q_mean=jnp.mean(q),
+                       target_q_mean=jnp.mean(target), batch_reward=jnp.mean(batch.reward))
         return new_state, metrics
 
     return common.Agent(name=name, config=config, obs_spec=obs_spec, action_spec=action_spec,

@@ -187,7 +187,7 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool]) -
                 replay.add(timestep)
                 episode_return, episode_length = 0.0, 0
                 episode_start_time = time.monotonic()
-            if frame >= next_eval_frame or frame >= num_frames:
+            if config.num_eval_episodes and (frame >= next_eval_frame or frame >= num_frames):
                 video = (os.path.join(workdir, "videos", f"eval_{frame}.mp4")
                          if config.save_video else None)
                 result = evaluate(eval_env, agent, act_fn, state, config.num_eval_episodes,

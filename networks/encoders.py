@@ -1,8 +1,25 @@
-"""Pixel encoders: the 4-layer conv encoder of DrQ / DrQ-v2 (ALGORITHMS.md section 0)."""
+"""Pixel encoders: the 4-layer conv encoder of DrQ / DrQ-v2 (ALGORITHMS.md section 0) and
+Flare's latent-flow encoder (section 5)."""
+import dataclasses
+
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from networks.init import bias_init, conv_kernel_init
+from networks.lix import lix, nd_probe
+
+
+@dataclasses.dataclass(frozen=True)
+class LixContext:
+    """A-LIX in a training pass: LIX layers shift by up to `max_shift` pixels (keys from
+    `key`); with `nd_param` set, the last LIX output passes through `nd_probe`, giving
+    nd_param the gradient nd_target - ND(dL/dz)."""
+
+    max_shift: jnp.ndarray
+    key: jax.Array
+    nd_param: jnp.ndarray | None = None
+    nd_target: float = 0.0
 
 NUM_CONV_LAYERS = 4
 CONV_CHANNELS = 32
@@ -38,13 +55,19 @@ class ConvEncoder(nn.Module):
     flatten: bool = True
 
     @nn.compact
-    def __call__(self, obs: jnp.ndarray) -> jnp.ndarray:
+    def __call__(self, obs: jnp.ndarray, lix_context: LixContext | None = None) -> jnp.ndarray:
+        """lix_context: None for evaluation and acting (LIX is the identity there)."""
         x = normalize_pixels(obs, self.centered)
         for layer in range(NUM_CONV_LAYERS):
             stride = 2 if layer == 0 else 1
             x = nn.Conv(CONV_CHANNELS, (3, 3), strides=(stride, stride), padding="VALID",
                         kernel_init=conv_kernel_init, bias_init=bias_init)(x)
             x = nn.relu(x)
+            if lix_context is not None:
+                x = lix(x, lix_context.max_shift, jax.random.fold_in(lix_context.key, layer),
+                        training=True)
+        if lix_context is not None and lix_context.nd_param is not None:
+            x = nd_probe(x, lix_context.nd_param, lix_context.nd_target)
         if self.flatten:
             x = x.reshape(x.shape[0], -1)
         return x
@@ -54,5 +77,33 @@ class StateEncoder(nn.Module):
     """Proprioceptive states pass through unchanged: float32 [B, D] -> [B, D]."""
 
     @nn.compact
-    def __call__(self, obs: jnp.ndarray) -> jnp.ndarray:
+    def __call__(self, obs: jnp.ndarray, lix_context: LixContext | None = None) -> jnp.ndarray:
         return obs.astype(jnp.float32)
+
+
+FRAME_CHANNELS = 3
+
+
+class FlareEncoder(nn.Module):
+    """Flare latent flow: uint8 [B, H, W, 3T] -> [B, (T-1) * H' * W' * 64].
+
+    Each of the T stacked frames is encoded by one shared conv encoder; at the feature-map
+    level cur = maps of frames 2..T and flow = cur - stop_gradient(maps of frames 1..T-1),
+    concatenated on channels (the oldest frame's own map is dropped), then flattened.
+    """
+
+    centered: bool = True
+
+    @nn.compact
+    def __call__(self, obs: jnp.ndarray, lix_context: LixContext | None = None) -> jnp.ndarray:
+        batch, height, width, channels = obs.shape
+        num_frames = channels // FRAME_CHANNELS
+        frames = obs.reshape(batch, height, width, num_frames, FRAME_CHANNELS)
+        frames = frames.transpose(0, 3, 1, 2, 4).reshape(batch * num_frames, height, width,
+                                                          FRAME_CHANNELS)
+        maps = ConvEncoder(centered=self.centered, flatten=False)(frames, lix_context)
+        maps = maps.reshape(batch, num_frames, *maps.shape[1:])      # [B, T, H', W', 32]
+        current = maps[:, 1:]
+        flow = current - jax.lax.stop_gradient(maps[:, :-1])
+        fused = jnp.concatenate([current, flow], axis=-1)             # [B, T-1, H', W', 64]
+        return fused.reshape(batch, -1)

@@ -9,7 +9,9 @@ from networks.mlp import MLP
 
 
 class Trunk(nn.Module):
-    """Linear -> LayerNorm (-> tanh): [B, D] -> [B, feature_dim]."""
+    """Linear -> LayerNorm (-> tanh): [B, D] -> [B, feature_dim].
+
+    Flare drops the tanh (its latent differences carry meaning in their sign and size)."""
 
     feature_dim: int
     use_tanh: bool = True
@@ -27,10 +29,11 @@ class DeterministicActor(nn.Module):
     feature_dim: int
     hidden_dims: Sequence[int]
     dense_inputs: bool = False
+    trunk_tanh: bool = True
 
     @nn.compact
     def __call__(self, h: jnp.ndarray) -> jnp.ndarray:
-        z = Trunk(self.feature_dim)(h)
+        z = Trunk(self.feature_dim, self.trunk_tanh)(h)
         return jnp.tanh(MLP(self.hidden_dims, self.action_dim, self.dense_inputs)(z))
 
 
@@ -46,10 +49,11 @@ class TanhGaussianActor(nn.Module):
     dense_inputs: bool = False
     log_std_min: float = -10.0
     log_std_max: float = 2.0
+    trunk_tanh: bool = True
 
     @nn.compact
     def __call__(self, h: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-        z = Trunk(self.feature_dim)(h)
+        z = Trunk(self.feature_dim, self.trunk_tanh)(h)
         out = MLP(self.hidden_dims, 2 * self.action_dim, self.dense_inputs)(z)
         mean, log_std = jnp.split(out, 2, axis=-1)
         log_std = jnp.tanh(log_std)
@@ -69,10 +73,11 @@ class CriticEnsemble(nn.Module):
     feature_dim: int
     hidden_dims: Sequence[int]
     dense_inputs: bool = False
+    trunk_tanh: bool = True
 
     @nn.compact
     def __call__(self, h: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
-        z = jnp.concatenate([Trunk(self.feature_dim)(h), action], axis=-1)
+        z = jnp.concatenate([Trunk(self.feature_dim, self.trunk_tanh)(h), action], axis=-1)
         heads = nn.vmap(MLP, variable_axes={"params": 0}, split_rngs={"params": True},
                         in_axes=None, out_axes=0, axis_size=self.num_critics)
         q = heads(self.hidden_dims, 1, self.dense_inputs, name="q_heads")(z)

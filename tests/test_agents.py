@@ -270,7 +270,7 @@ def test_update_rejects_a_batch_of_the_wrong_shape():
 
 # ----------------------------------------------------------------------------- config
 def test_presets_and_task_recipes():
-    assert agents.names() == ["drqv2", "drq"]
+    assert agents.names() == ["drqv2", "flare", "alix", "gpl", "d2rl", "drq"]
     build = agents.build_config
     assert build("drqv2", "walker_walk", "easy").batch_size == 512
     assert build("drqv2", "walker_run", "medium").nstep == 1
@@ -288,7 +288,7 @@ def test_presets_and_task_recipes():
 
 
 def test_config_errors_name_the_valid_choices():
-    with pytest.raises(ValueError, match="choose one of: drqv2, drq"):
+    with pytest.raises(ValueError, match="choose one of: drqv2, flare, alix, gpl, d2rl, drq"):
         agents.make("drqv3", PIXEL_SPEC, ACTION_SPEC)
     with pytest.raises(ValueError, match="did you mean 'batch_size'.*Valid fields"):
         agents.make("drqv2", PIXEL_SPEC, ACTION_SPEC, batch_sise=3)
