@@ -99,6 +99,9 @@ def _spec_differences(saved: dict[str, Any], spec: dict[str, Any]) -> list[str]:
     flat = lambda s: {**{k: v for k, v in s.items() if k != "config"},
                       **{f"config.{k}": v for k, v in s.get("config", {}).items()}}
     old, new = flat(saved), flat(spec)
+    defaults = {f"config.{k}": v for k, v in Config().to_dict().items()}
+    # A field added to Config after the run started counts as its default value.
+    old.update({k: v for k, v in defaults.items() if k not in old})
     return [f"{key} (saved {old.get(key)!r}, now {new.get(key)!r})"
             for key in sorted(set(old) | set(new))
             if key != "num_frames" and old.get(key) != new.get(key)]

@@ -215,3 +215,13 @@ def test_drqv2_from_state_learns_cartpole_balance(tmp_path):
     random_return, final_return = float(evals[0]["episode_return"]), float(evals[-1]["episode_return"])
     assert int(evals[-1]["frame"]) == 10_000
     assert final_return > 700 and final_return > random_return + 300, evals
+
+
+def test_fields_added_after_a_run_started_count_as_their_defaults():
+    from launch.train import _spec_differences
+    spec = tiny_spec()
+    older = {**spec, "config": {k: v for k, v in spec["config"].items()
+                                if k not in ("lix_init", "gpl_beta_lr")}}
+    assert _spec_differences(older, spec) == []
+    changed = {**spec, "config": {**spec["config"], "lix_init": 0.9}}
+    assert _spec_differences(older, changed) == ["config.lix_init (saved 0.5, now 0.9)"]
