@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -33,16 +34,17 @@ class RunCheckpointer:
         self._manager.save(frame, args=args, force=True)
         self._manager.wait_until_finished()
 
-    def restore(self, frame: int, agent_template: Any,
-                replay_template: dict) -> tuple[Any, dict, dict]:
-        """(agent_state, replay_state, loop_state) of checkpoint `frame`, shaped like the
-        templates (arrays or jax.ShapeDtypeStruct leaves)."""
+    def restore(self, frame: int, agent_template: Any) -> tuple[Any, dict, dict]:
+        """(agent_state, replay_state, loop_state) of checkpoint `frame`: the agent state
+        shaped like `agent_template`, the replay arrays as saved (numpy, their length is the
+        number of timesteps written), the loop counters as saved."""
         abstract = lambda tree: jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
         args = ocp.args.Composite(agent=ocp.args.StandardRestore(abstract(agent_template)),
-                                  replay=ocp.args.StandardRestore(abstract(replay_template)),
+                                  replay=ocp.args.StandardRestore(),  # numpy, as saved
                                   loop=ocp.args.JsonRestore())
         restored = self._manager.restore(frame, args=args)
-        return restored.agent, restored.replay, restored.loop
+        replay = {key: np.asarray(value) for key, value in restored.replay.items()}
+        return restored.agent, replay, restored.loop
 
     def close(self) -> None:
         self._manager.close()

@@ -127,7 +127,7 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool]) -
     loop = {"step": 0, "episode": 0, "total_time": 0.0, "next_eval_frame": 0}
     latest = checkpointer.latest_frame()
     if latest is not None:
-        state, replay_state, loop = checkpointer.restore(latest, state, replay.state_dict())
+        state, replay_state, loop = checkpointer.restore(latest, state)
         replay.load_state_dict(replay_state)
         env = _make_env(task, _env_seed(seed, loop["episode"]), config)
     train_log = CsvLog(os.path.join(workdir, "train.csv"), TRAIN_COLUMNS + metric_names)

@@ -293,25 +293,34 @@ class ReplayBuffer:
                 "episode_positions": self._episode_positions}
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Storage arrays (not copies: save before the next add) and 0-d counters."""
-        return {**self._storage(),
+        """The written slots of the storage arrays and 0-d counters.
+
+        Only slots [0, len(self)) are included (views, not copies: save before the next add),
+        so a checkpoint of a 1M-capacity buffer holds what was written, not the whole ring.
+        """
+        stored = len(self)
+        return {**{key: array[:stored] for key, array in self._storage().items()},
                 "num_added": np.asarray(self._num_added, np.int64),
                 "episode_open": np.asarray(self._episode_open, np.bool_)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores a state_dict() of a buffer with the same specs and capacity."""
-        expected = self.state_dict()
-        if set(state) != set(expected):
-            raise ValueError(f"state keys: expected {sorted(expected)}, got {sorted(state)}.")
-        for key, target in expected.items():
-            value = np.asarray(state[key])
-            if value.shape != target.shape or value.dtype != target.dtype:
-                raise ValueError(f"state[{key!r}]: expected {target.shape} {target.dtype}, "
-                                 f"got {value.shape} {value.dtype}.")
+        expected_keys = set(self._storage()) | {"num_added", "episode_open"}
+        if set(state) != expected_keys:
+            raise ValueError(f"state keys: expected {sorted(expected_keys)}, "
+                             f"got {sorted(state)}.")
         num_added = int(state["num_added"])
         if num_added < 0:
             raise ValueError(f"state['num_added'] must be >= 0, got {num_added}.")
+        stored = min(num_added, self._capacity)
         for key, target in self._storage().items():
-            np.copyto(target, np.asarray(state[key]))
+            value = np.asarray(state[key])
+            want = (stored, *target.shape[1:])
+            if value.shape != want or value.dtype != target.dtype:
+                raise ValueError(f"state[{key!r}]: expected {want} {target.dtype} (num_added "
+                                 f"{num_added}, capacity {self._capacity}), got {value.shape} "
+                                 f"{value.dtype}.")
+        for key, target in self._storage().items():
+            target[:stored] = np.asarray(state[key])
         self._num_added = num_added
         self._episode_open = bool(state["episode_open"])

@@ -192,8 +192,8 @@ def test_checkpoint_round_trips_agent_state_and_replay_exactly(tmp_path):
     checkpointer = RunCheckpointer(str(tmp_path))
     checkpointer.save(120, state, buffer.state_dict(), {"step": 15})
     fresh = ReplayBuffer(env.observation_spec(), env.action_spec(), capacity=50, nstep=3)
-    restored, replay_state, loop_state = checkpointer.restore(
-        120, agent.init(jax.random.key(9)), fresh.state_dict())
+    restored, replay_state, loop_state = checkpointer.restore(120, agent.init(jax.random.key(9)))
+    assert replay_state["observations"].shape == (31, 16, 16, 3)   # written slots only
     fresh.load_state_dict(replay_state)
     jax.tree.map(np.testing.assert_array_equal, restored, state)
     assert loop_state == {"step": 15}
