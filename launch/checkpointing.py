@@ -38,13 +38,15 @@ class RunCheckpointer:
         """(agent_state, replay_state, loop_state) of checkpoint `frame`: the agent state
         shaped like `agent_template`, the replay arrays as saved (numpy, their length is the
         number of timesteps written), the loop counters as saved."""
-        abstract = lambda tree: jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
-        args = ocp.args.Composite(agent=ocp.args.StandardRestore(abstract(agent_template)),
+        # Restored into host numpy arrays, then placed on the default device.
+        host_template = jax.tree.map(lambda x: np.zeros(np.shape(x), x.dtype), agent_template)
+        args = ocp.args.Composite(agent=ocp.args.StandardRestore(host_template),
                                   replay=ocp.args.StandardRestore(),  # numpy, as saved
                                   loop=ocp.args.JsonRestore())
         restored = self._manager.restore(frame, args=args)
         replay = {key: np.asarray(value) for key, value in restored.replay.items()}
-        return restored.agent, replay, restored.loop
+        agent = jax.tree.map(jax.device_put, restored.agent)
+        return agent, replay, restored.loop
 
     def close(self) -> None:
         self._manager.close()

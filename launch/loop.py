@@ -116,7 +116,9 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool]) -
                           discount=config.discount)
     run_key = jax.random.key(seed)
     init_key, act_key, update_key, eval_key = jax.random.split(run_key, 4)
-    state = jax.jit(agent.init)(init_key)
+    # Eager on purpose: on XLA:CPU (jax 0.10.2) a jitted init of 1024-wide networks never
+    # finishes (orthogonal init's QR inside one program deadlocks); eager init is reliable.
+    state = agent.init(init_key)
     on_cpu = jax.default_backend() == "cpu"
     update_fn = jax.jit(agent.update, donate_argnums=() if on_cpu else (0,))
     act_fn = jax.jit(agent.act, static_argnames="eval_mode")

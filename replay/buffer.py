@@ -316,11 +316,13 @@ class ReplayBuffer:
         for key, target in self._storage().items():
             value = np.asarray(state[key])
             want = (stored, *target.shape[1:])
+            if value.shape[1:] == want[1:] and value.shape[0] == self._capacity:
+                value = value[:stored]  # a whole ring, as older checkpoints saved it
             if value.shape != want or value.dtype != target.dtype:
                 raise ValueError(f"state[{key!r}]: expected {want} {target.dtype} (num_added "
                                  f"{num_added}, capacity {self._capacity}), got {value.shape} "
                                  f"{value.dtype}.")
         for key, target in self._storage().items():
-            target[:stored] = np.asarray(state[key])
+            target[:stored] = np.asarray(state[key])[:stored]
         self._num_added = num_added
         self._episode_open = bool(state["episode_open"])
