@@ -309,6 +309,11 @@ class ReplayBuffer:
         if set(state) != expected_keys:
             raise ValueError(f"state keys: expected {sorted(expected_keys)}, "
                              f"got {sorted(state)}.")
+        for key, dtype in (("num_added", np.int64), ("episode_open", np.bool_)):
+            value = np.asarray(state[key])
+            if value.shape != () or value.dtype != dtype:
+                raise ValueError(f"state[{key!r}]: expected a 0-d {np.dtype(dtype).name}, "
+                                 f"got {value.shape} {value.dtype}.")
         num_added = int(state["num_added"])
         if num_added < 0:
             raise ValueError(f"state['num_added'] must be >= 0, got {num_added}.")
