@@ -48,11 +48,6 @@ class CsvLog:
         with open(self.path, "a", newline="") as file:
             csv.DictWriter(file, self.columns).writerow({k: row.get(k, "") for k in self.columns})
 
-    def last_frame(self) -> int | None:
-        with open(self.path, newline="") as file:
-            frames = [int(row["frame"]) for row in csv.DictReader(file)]
-        return frames[-1] if frames else None
-
 
 class TensorBoard:
     """Scalar summaries as TensorBoard event files in the workdir (tensorboardX, no TF)."""

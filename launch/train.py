@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import sys
-import time
 from typing import Any
 
 from absl import app, flags
