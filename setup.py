@@ -19,6 +19,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.13",
     packages=["agents", "networks", "envs", "replay", "launch"],
+    # The official DrQ-v2 and DrQ curves that launch.plot overlays.
+    package_data={"launch": ["reference/*.csv.gz"]},
     install_requires=_requirements(),
     extras_require={
         # CUDA 12 wheels of the same jax release (jaxlib's CUDA plugin from PyPI).
