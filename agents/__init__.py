@@ -10,6 +10,7 @@ from dm_env import specs
 from agents.common import Agent, AgentState
 from agents.config import FIELD_NAMES, PRESETS, Config, build_config, task_overrides, validate
 from agents.ddpg import make_ddpg
+from agents.learner import Learner, fuse_updates, make_mesh
 from agents.sac import make_sac
 
 _BUILDERS = {"ddpg": make_ddpg, "sac": make_sac}
@@ -44,5 +45,6 @@ def make_from_config(name: str, config: Config, obs_spec: specs.Array,
     return _BUILDERS[config.base](name, config, obs_spec, action_spec)
 
 
-__all__ = ["Agent", "AgentState", "Config", "FIELD_NAMES", "PRESETS", "build_config", "make",
-           "make_from_config", "names", "task_overrides", "validate"]
+__all__ = ["Agent", "AgentState", "Config", "FIELD_NAMES", "Learner", "PRESETS", "build_config",
+           "fuse_updates", "make", "make_from_config", "make_mesh", "names", "task_overrides",
+           "validate"]

@@ -49,6 +49,8 @@ class Config:
     discount: float = 0.99
     tau: float = 0.01                   # Polyak rate of the target critic
     update_every_steps: int = 2         # one update every this many agent steps
+    updates_per_call: int = 1           # U updates fused in one jitted lax.scan, run every
+                                        # U * update_every_steps agent steps (same rate)
     actor_update_every: int = 1         # in updates
     target_update_every: int = 1        # in updates
     centered_pixels: bool = True        # obs / 255 - 0.5 (DrQ-v2) or obs / 255 (DrQ)
@@ -198,7 +200,8 @@ def validate(config: Config) -> list[str]:
             errors.append(f"{name}={getattr(config, name)!r} must be >= {low}")
 
     for name in ("frame_stack", "action_repeat", "batch_size", "feature_dim", "hidden_dim",
-                 "nstep", "update_every_steps", "actor_update_every", "target_update_every",
+                 "nstep", "update_every_steps", "updates_per_call", "actor_update_every",
+                 "target_update_every",
                  "num_critics", "mlp_depth", "replay_capacity", "num_target_augs",
                  "num_q_augs", "eval_every_frames", "checkpoint_every_frames",
                  "log_every_frames", "stddev_steps"):

@@ -11,6 +11,7 @@ import numpy as np
 import agents
 import envs
 from agents.config import Config
+from agents.learner import Learner, make_mesh
 from launch.checkpointing import RunCheckpointer
 from launch.run_logging import CsvLog, Progress, TensorBoard, save_video
 from replay import Batch, ReplayBuffer
@@ -97,8 +98,10 @@ def evaluate(env, agent, act_fn, state, num_episodes: int, key: jax.Array,
             "episode_length": float(np.mean(lengths)) if lengths else 0.0}
 
 
-def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool]) -> bool:
-    """Runs (or resumes) the run described by `spec` in `workdir`.
+def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
+          num_devices: int | None = None) -> bool:
+    """Runs (or resumes) the run described by `spec` in `workdir`, its updates split over
+    `num_devices` devices (all by default; the batch size must divide by it).
 
     Returns True when num_frames were reached, False when `should_stop()` asked to stop
     (after saving a checkpoint).
@@ -118,9 +121,9 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool]) -
     init_key, act_key, update_key, eval_key = jax.random.split(run_key, 4)
     # Eager on purpose: on XLA:CPU (jax 0.10.2) a jitted init of 1024-wide networks never
     # finishes (orthogonal init's QR inside one program deadlocks); eager init is reliable.
-    state = agent.init(init_key)
-    on_cpu = jax.default_backend() == "cpu"
-    update_fn = jax.jit(agent.update, donate_argnums=() if on_cpu else (0,))
+    learner = Learner(agent, make_mesh(num_devices), config.updates_per_call)
+    state = learner.put_state(agent.init(init_key))
+    updates_per_call = config.updates_per_call
     act_fn = jax.jit(agent.act, static_argnames="eval_mode")
     metric_names = sorted(jax.eval_shape(agent.update, state, _dummy_batch(
         obs_spec, agent.action_dim, config.batch_size), update_key)[1])
@@ -130,6 +133,7 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool]) -
     latest = checkpointer.latest_frame()
     if latest is not None:
         state, replay_state, loop = checkpointer.restore(latest, state)
+        state = learner.put_state(state)
         replay.load_state_dict(replay_state)
         env = _make_env(task, _env_seed(seed, loop["episode"]), config)
     train_log = CsvLog(os.path.join(workdir, "train.csv"), TRAIN_COLUMNS + metric_names)
@@ -198,7 +202,7 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool]) -
                        "total_time": elapsed(), **result}
                 eval_log.append(row)
                 board.scalars("eval", row, frame)
-                progress.show(progress.line("eval ", frame, progress.frames_per_second(frame),
+                progress.show(progress.line("eval ", frame, progress.last_fps,
                                             result["episode_return"]))
                 next_eval_frame = (frame // config.eval_every_frames + 1) * config.eval_every_frames
             if frame >= num_frames:
@@ -219,12 +223,17 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool]) -
             else:
                 action = np.asarray(act_fn(state, timestep.observation[None],
                                            jax.random.fold_in(act_key, step))[0])
-            if step >= num_seed_steps and step % config.update_every_steps == 0:
+            if (step >= num_seed_steps
+                    and step % (config.update_every_steps * updates_per_call) == 0):
                 replay_ready = replay_ready or replay.num_transitions > 0
-                if replay_ready:
-                    batch = replay.sample(config.batch_size, np.random.default_rng([seed, step]))
-                    state, update_metrics = update_fn(state, batch,
-                                                      jax.random.fold_in(update_key, step))
+                if replay_ready:  # U updates on U batches, in one call
+                    batch = replay.sample(updates_per_call * config.batch_size,
+                                          np.random.default_rng([seed, step]))
+                    batches = jax.tree.map(
+                        lambda x: x.reshape(updates_per_call, config.batch_size, *x.shape[1:]),
+                        batch)
+                    state, update_metrics = learner.update(
+                        state, learner.put_batch(batches), jax.random.fold_in(update_key, step))
                     metrics.add(step, update_metrics)
             timestep = env.step(action)
             replay.add(timestep, action)

@@ -80,12 +80,15 @@ class Progress:
         self.stream = stream
         self._last_time = time.monotonic()
         self._last_frame = start_frame
+        self.last_fps = 0.0  # training frames/s of the last interval, 0 before the first
 
     def frames_per_second(self, frame: int) -> float:
+        """Frames/s since the previous call (starts a new interval)."""
         now = time.monotonic()
         elapsed = max(now - self._last_time, 1e-9)
         fps = (frame - self._last_frame) / elapsed
         self._last_time, self._last_frame = now, frame
+        self.last_fps = fps
         return fps
 
     def line(self, kind: str, frame: int, fps: float, recent_return: float | None) -> str:

@@ -28,6 +28,9 @@ flags.DEFINE_integer("seed", 1, "Random seed of the run.")
 flags.DEFINE_integer("num_frames", 1_000_000, "Environment frames to train for (before "
                      "action repeat divides them into agent steps).")
 flags.DEFINE_string("workdir", None, "Run directory; default runs/<agent>-<task>-<seed>.")
+flags.DEFINE_integer("num_devices", None, "Devices to split each update's batch over "
+                     "(data parallel); default: all local devices. Not part of the run's "
+                     "identity: a run may resume on another number of devices.")
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -46,7 +49,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         if "config." in message:
             message += "\nvalid --config fields: " + ", ".join(agents.FIELD_NAMES)
         print(f"error: {message}\nflags: --agent --task --seed --num_frames --workdir "
-              "--config.<field>", file=sys.stderr)
+              "--num_devices --config.<field>", file=sys.stderr)
         sys.exit(EXIT_USAGE)
 
 
@@ -106,11 +109,25 @@ def _spec_differences(saved: dict[str, Any], spec: dict[str, Any]) -> list[str]:
             if key != "num_frames" and old.get(key) != new.get(key)]
 
 
+def check_num_devices(requested: int | None, batch_size: int) -> int:
+    """The number of devices to use: `requested` or all local ones, checked against what
+    is available and the batch size (each device takes an equal share)."""
+    import jax  # deferred: starts JAX's threads, so only after the GL probe
+    available = jax.local_device_count()
+    count = available if requested is None else requested
+    if not 1 <= count <= available:
+        raise UserError(f"--num_devices={count}: allowed range 1..{available} "
+                        f"({available} {jax.default_backend()} devices here)")
+    if batch_size % count:
+        raise UserError(f"batch_size={batch_size} must be divisible by --num_devices={count} "
+                        "(each device takes an equal share of the batch)")
+    return count
+
+
 def main(argv: list[str]) -> None:
     del argv
     try:
         spec = run_spec_from_flags()
-        workdir = resolve_workdir(spec)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
@@ -120,6 +137,12 @@ def main(argv: list[str]) -> None:
         except envs.RenderingUnavailableError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(1)
+    try:
+        num_devices = check_num_devices(FLAGS.num_devices, spec["config"]["batch_size"])
+        workdir = resolve_workdir(spec)  # the first write, after every check
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     from launch.loop import NonFiniteLossError, train  # heavy imports after the checks
     stop_signal: list[int] = []
 
@@ -130,7 +153,8 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        finished = train(spec, workdir, should_stop=lambda: bool(stop_signal))
+        finished = train(spec, workdir, should_stop=lambda: bool(stop_signal),
+                         num_devices=num_devices)
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -68,6 +68,23 @@ def test_conv_encoder_matches_numpy_and_output_sizes():
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_patch_conv_equals_xla_convolution_in_value_and_gradient(stride):
+    rng = np.random.default_rng(stride)
+    x = jnp.asarray(rng.normal(size=(2, 11, 14, 5)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 5, 7)), jnp.float32)
+    native = lambda x, k: jax.lax.conv_general_dilated(
+        x, k, (stride, stride), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    patch = lambda x, k: networks.patch_conv(x, k, (stride, stride), "VALID")
+    np.testing.assert_allclose(patch(x, kernel), native(x, kernel), rtol=1e-5, atol=1e-5)
+    loss = lambda conv: lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
+    for got, want in zip(jax.grad(loss(patch), (0, 1))(x, kernel),
+                         jax.grad(loss(native), (0, 1))(x, kernel)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="VALID padding"):
+        networks.patch_conv(x, kernel, (1, 1), "SAME")
+
+
 def test_init_schemes_are_orthogonal_with_zero_biases():
     encoder = networks.ConvEncoder()
     params = encoder.init(jax.random.key(0), np.zeros((1, 20, 20, 9), np.uint8))["params"]

@@ -1,0 +1,100 @@
+"""An agent's update on the hardware it is given: data-parallel over a mesh of devices, and
+U updates fused into one call.
+
+    learner = Learner(agent, make_mesh(num_devices), updates_per_call=U)
+    state = learner.put_state(agent.init(key))
+    state, metrics = learner.update(state, learner.put_batch(batches), key)
+
+Data parallelism is `jax.jit` over a 1-D `Mesh` (axis 'data'): the state is replicated, the
+batch is split along its batch axis, and XLA's SPMD partitioner all-reduces the gradients
+(every loss is a batch mean, so the sharded update computes the same new state as one
+device on the full batch, up to float summation order). With several processes
+(`jax.distributed.initialize`), the mesh spans every process's devices and each process
+supplies its own share of the batch. Random numbers use JAX's partitionable threefry (the
+default), so augmentation draws the same values however the batch is split.
+"""
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from agents.common import Agent, AgentState, Metrics
+from replay import Batch
+
+DATA_AXIS = "data"
+
+
+def make_mesh(num_devices: int | None = None) -> Mesh:
+    """A 1-D 'data' mesh over the first `num_devices` of `jax.devices()` (all of them, over
+    all processes, by default). Raises ValueError for a count outside [1, available]."""
+    devices = jax.devices()
+    count = len(devices) if num_devices is None else num_devices
+    if not 1 <= count <= len(devices):
+        raise ValueError(f"num_devices={count} must be in [1, {len(devices)}] "
+                         f"(available: {len(devices)} {devices[0].platform} devices)")
+    return Mesh(np.asarray(devices[:count]), (DATA_AXIS,))
+
+
+def fuse_updates(update: Callable, num_updates: int) -> Callable:
+    """`update(state, batch, key)` -> `fused(state, batches, key)` running `num_updates`
+    updates in one `lax.scan`.
+
+    batches: a Batch whose leaves are [U, B, ...]. Update u gets batch u and key u of
+    `jax.random.split(key, U)` (U = 1 uses `key` itself, so it is exactly `update`).
+    Returns (state after U updates, metrics: the mean over the U updates of each scalar).
+    """
+    if num_updates == 1:
+        return lambda state, batches, key: update(
+            state, jax.tree.map(lambda x: x[0], batches), key)
+
+    def fused(state: AgentState, batches: Batch, key: jax.Array) -> tuple[AgentState, Metrics]:
+        def body(state, inputs):
+            batch, update_key = inputs
+            return update(state, batch, update_key)
+
+        state, metrics = jax.lax.scan(body, state, (batches, jax.random.split(key, num_updates)))
+        return state, jax.tree.map(lambda values: jnp.mean(values, axis=0), metrics)
+
+    return fused
+
+
+class Learner:
+    """The jitted, sharded, fused update of one agent on a device mesh."""
+
+    def __init__(self, agent: Agent, mesh: Mesh, updates_per_call: int = 1,
+                 donate: bool | None = None):
+        """donate: reuse the old state's buffers for the new one (default: not on CPU,
+        where XLA does not use donations)."""
+        self.agent, self.mesh, self.updates_per_call = agent, mesh, updates_per_call
+        self.num_devices = mesh.devices.size
+        batch_size = agent.config.batch_size
+        if batch_size % self.num_devices:
+            raise ValueError(f"batch_size={batch_size} must be divisible by the number of "
+                             f"devices ({self.num_devices}) to split it between them")
+        self.state_sharding = NamedSharding(mesh, PartitionSpec())
+        self.batch_sharding = NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))  # [U, B, ...]
+        if donate is None:
+            donate = jax.default_backend() != "cpu"
+        self._update = jax.jit(
+            fuse_updates(agent.update, updates_per_call),
+            in_shardings=(self.state_sharding, self.batch_sharding, self.state_sharding),
+            out_shardings=(self.state_sharding, self.state_sharding),
+            donate_argnums=(0,) if donate else ())
+
+    def put_state(self, state: AgentState) -> AgentState:
+        """The state replicated on every device of the mesh."""
+        return jax.device_put(state, self.state_sharding)
+
+    def put_batch(self, batches: Batch) -> Batch:
+        """Host arrays [U, B_local, ...] of this process -> one global batch [U, B, ...] split
+        over the mesh (B = B_local * number of processes)."""
+        return jax.tree.map(
+            lambda x: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(x)),
+            batches)
+
+    def update(self, state: AgentState, batches: Batch,
+               key: jax.Array) -> tuple[AgentState, Metrics]:
+        """U updates on batches [U, B, ...]; metrics are their means (replicated scalars)."""
+        return self._update(state, batches, key)

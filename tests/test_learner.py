@@ -1,0 +1,149 @@
+"""agents.learner: the data-parallel update over a device mesh equals one device's update on
+the full batch for every preset, fused updates equal sequential ones, and two processes
+joined by jax.distributed end with identical parameters (tests/conftest.py gives this
+process two CPU devices)."""
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from dm_env import specs
+
+import agents
+from agents.learner import Learner, fuse_updates, make_mesh
+from replay import Batch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BATCH = 4
+ACTION_SPEC = specs.BoundedArray((2,), np.float32, -1.0, 1.0, "action")
+PIXEL_SPEC = specs.Array((16, 16, 9), np.uint8, "pixels")
+STATE_SPEC = specs.Array((5,), np.float32, "state")
+TINY = dict(hidden_dim=8, feature_dim=4, batch_size=BATCH, replay_capacity=100,
+            num_seed_frames=0)
+
+
+def random_batches(seed: int, obs_spec: specs.Array, leading: tuple[int, ...]) -> Batch:
+    """A Batch with leaves [*leading, ...] of random values."""
+    rng = np.random.default_rng(seed)
+    if obs_spec.dtype == np.uint8:
+        obs = lambda: rng.integers(0, 256, (*leading, *obs_spec.shape), dtype=np.uint8)
+    else:
+        obs = lambda: rng.normal(size=(*leading, *obs_spec.shape)).astype(np.float32)
+    return Batch(obs=obs(), action=rng.uniform(-1, 1, (*leading, 2)).astype(np.float32),
+                 reward=rng.uniform(0, 1, leading).astype(np.float32),
+                 discount=np.full(leading, 0.99**3, np.float32), next_obs=obs())
+
+
+def assert_trees_close(got, want, rtol=1e-4, atol=1e-5):
+    for path, (a, b) in zip(jax.tree_util.tree_leaves_with_path(got),
+                            zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol,
+                                   err_msg=jax.tree_util.keystr(path[0]))
+
+
+@pytest.mark.parametrize("preset", agents.names())
+def test_sharded_update_equals_the_single_device_update_on_the_full_batch(preset):
+    assert jax.device_count() == 2
+    agent = agents.make(preset, PIXEL_SPEC, ACTION_SPEC, **TINY)
+    state = agent.init(jax.random.key(0))
+    batches = random_batches(1, PIXEL_SPEC, (1, BATCH))
+    key = jax.random.key(2)
+    want_state, want_metrics = jax.jit(agent.update)(
+        state, jax.tree.map(lambda x: x[0], batches), key)
+
+    learner = Learner(agent, make_mesh(2))
+    got_state, got_metrics = learner.update(learner.put_state(state),
+                                            learner.put_batch(batches), key)
+    critic = jax.tree.leaves(got_state.params["critic"])[0]
+    assert len(critic.sharding.device_set) == 2            # replicated on both devices
+    obs = learner.put_batch(batches).obs
+    assert {shard.data.shape[1] for shard in obs.addressable_shards} == {BATCH // 2}
+    # Adam's first step moves a weight by lr * g / (|g| + eps): where g is near eps (a
+    # nearly dead unit) the summation order of the sharded batch mean can move it by up to
+    # lr. Parameters are compared to 0.1 lr; everything else to float tolerance.
+    lr_tolerance = 0.1 * agent.config.lr
+    assert_trees_close(got_state.params, want_state.params, atol=lr_tolerance)
+    assert_trees_close(got_state.replace(params=None), want_state.replace(params=None),
+                       atol=lr_tolerance)
+    assert_trees_close(got_metrics, want_metrics)
+
+
+def test_fused_updates_equal_sequential_updates_with_split_keys():
+    agent = agents.make("drqv2", PIXEL_SPEC, ACTION_SPEC, **TINY)
+    state = agent.init(jax.random.key(0))
+    batches = random_batches(3, PIXEL_SPEC, (3, BATCH))
+    key = jax.random.key(4)
+    update = jax.jit(agent.update)
+    want_state, want_metrics = state, []
+    for index, update_key in enumerate(jax.random.split(key, 3)):
+        want_state, metrics = update(want_state, jax.tree.map(lambda x: x[index], batches),
+                                     update_key)
+        want_metrics.append(metrics)
+
+    learner = Learner(agent, make_mesh(1), updates_per_call=3)
+    got_state, got_metrics = learner.update(learner.put_state(state),
+                                            learner.put_batch(batches), key)
+    assert int(got_state.update_step) == 3
+    assert_trees_close(got_state, want_state)
+    for name, value in got_metrics.items():
+        np.testing.assert_allclose(value, np.mean([m[name] for m in want_metrics]),
+                                   rtol=1e-4, atol=1e-6, err_msg=name)
+    # One update per call is the plain update with the key itself.
+    single_state, _ = jax.jit(fuse_updates(agent.update, 1))(
+        state, jax.tree.map(lambda x: x[:1], batches), key)
+    plain_state, _ = update(state, jax.tree.map(lambda x: x[0], batches), key)
+    assert_trees_close(single_state, plain_state, rtol=0, atol=0)
+
+
+def test_bad_device_counts_and_indivisible_batches_are_refused():
+    with pytest.raises(ValueError, match=r"num_devices=3 must be in \[1, 2\]"):
+        make_mesh(3)
+    with pytest.raises(ValueError, match=r"num_devices=0 must be in \[1, 2\]"):
+        make_mesh(0)
+    agent = agents.make("drqv2", STATE_SPEC, ACTION_SPEC, **{**TINY, "batch_size": 5},
+                        obs_type="state", aug="none")
+    with pytest.raises(ValueError, match="batch_size=5 must be divisible by the number of "
+                                         r"devices \(2\)"):
+        Learner(agent, make_mesh(2))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_through_jax_distributed_end_with_identical_parameters():
+    """Two processes with one CPU device each form one 2-device mesh; each feeds half of
+    every batch. Both must end with the same parameters, equal to one process's updates on
+    the full batches."""
+    port = _free_port()
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    workers = [subprocess.Popen(
+        [sys.executable, "-m", "tests.multihost_worker", f"localhost:{port}", str(index)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for index in range(2)]
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    for worker, (stdout, stderr) in zip(workers, outputs):
+        assert worker.returncode == 0, stderr[-3000:]
+    params = [np.load(pathlib.Path(stdout.strip().splitlines()[-1])) for stdout, _ in outputs]
+    assert params[0].files == params[1].files
+    for name in params[0].files:
+        np.testing.assert_array_equal(params[0][name], params[1][name], err_msg=name)
+
+    from tests.multihost_worker import NUM_UPDATES, make_agent, global_batches
+    agent = make_agent()
+    state = agent.init(jax.random.key(0))
+    update = jax.jit(agent.update)
+    for step in range(NUM_UPDATES):
+        state, _ = update(state, jax.tree.map(lambda x: x[0], global_batches(step)),
+                          jax.random.key(100 + step))
+    flat = {jax.tree_util.keystr(path): np.asarray(leaf)
+            for path, leaf in jax.tree_util.tree_leaves_with_path(state.params)}
+    assert sorted(flat) == sorted(params[0].files)
+    for name, value in flat.items():
+        np.testing.assert_allclose(params[0][name], value, rtol=1e-4, atol=1e-5, err_msg=name)
