@@ -5,6 +5,10 @@ U updates fused into one call.
     state = learner.put_state(agent.init(key))
     state, metrics = learner.update(state, learner.put_batch(batches), key)
 
+With `num_seeds=K` the learner trains K independent agents with one vmapped update: the
+state has a leading seed axis [K, ...] (e.g. `jax.vmap(agent.init)(keys)`), batches are
+[U, K, B, ...], keys [K], and every metric is [K].
+
 Data parallelism is `jax.jit` over a 1-D `Mesh` (axis 'data'): the state is replicated, the
 batch is split along its batch axis, and XLA's SPMD partitioner all-reduces the gradients
 (every loss is a batch mean, so the sharded update computes the same new state as one
@@ -64,21 +68,28 @@ class Learner:
     """The jitted, sharded, fused update of one agent on a device mesh."""
 
     def __init__(self, agent: Agent, mesh: Mesh, updates_per_call: int = 1,
-                 donate: bool | None = None):
-        """donate: reuse the old state's buffers for the new one (default: not on CPU,
-        where XLA does not use donations)."""
+                 num_seeds: int | None = None, donate: bool | None = None):
+        """num_seeds: None for one agent; K for K agents stacked on a leading seed axis.
+        donate: reuse the old state's buffers for the new one (default: not on CPU, where
+        XLA does not use donations)."""
         self.agent, self.mesh, self.updates_per_call = agent, mesh, updates_per_call
+        self.num_seeds = num_seeds
         self.num_devices = mesh.devices.size
         batch_size = agent.config.batch_size
         if batch_size % self.num_devices:
             raise ValueError(f"batch_size={batch_size} must be divisible by the number of "
                              f"devices ({self.num_devices}) to split it between them")
         self.state_sharding = NamedSharding(mesh, PartitionSpec())
-        self.batch_sharding = NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))  # [U, B, ...]
+        update = fuse_updates(agent.update, updates_per_call)
+        if num_seeds is None:   # batches [U, B, ...]
+            self.batch_sharding = NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
+        else:                   # state [K, ...], batches [U, K, B, ...], keys [K]
+            update = jax.vmap(update, in_axes=(0, 1, 0))
+            self.batch_sharding = NamedSharding(mesh, PartitionSpec(None, None, DATA_AXIS))
         if donate is None:
             donate = jax.default_backend() != "cpu"
         self._update = jax.jit(
-            fuse_updates(agent.update, updates_per_call),
+            update,
             in_shardings=(self.state_sharding, self.batch_sharding, self.state_sharding),
             out_shardings=(self.state_sharding, self.state_sharding),
             donate_argnums=(0,) if donate else ())
@@ -88,13 +99,14 @@ class Learner:
         return jax.device_put(state, self.state_sharding)
 
     def put_batch(self, batches: Batch) -> Batch:
-        """Host arrays [U, B_local, ...] of this process -> one global batch [U, B, ...] split
-        over the mesh (B = B_local * number of processes)."""
+        """Host arrays [U, (K,) B_local, ...] of this process -> one global batch
+        [U, (K,) B, ...] split over the mesh along B (B = B_local * number of processes)."""
         return jax.tree.map(
             lambda x: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(x)),
             batches)
 
     def update(self, state: AgentState, batches: Batch,
                key: jax.Array) -> tuple[AgentState, Metrics]:
-        """U updates on batches [U, B, ...]; metrics are their means (replicated scalars)."""
+        """U updates on batches [U, (K,) B, ...]; metrics are their means over the U updates
+        (scalars, or [K] with num_seeds)."""
         return self._update(state, batches, key)

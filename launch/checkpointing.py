@@ -37,14 +37,15 @@ class RunCheckpointer:
     def restore(self, frame: int, agent_template: Any) -> tuple[Any, dict, dict]:
         """(agent_state, replay_state, loop_state) of checkpoint `frame`: the agent state
         shaped like `agent_template`, the replay arrays as saved (numpy, their length is the
-        number of timesteps written), the loop counters as saved."""
+        number of timesteps written; a dict of them per seed for a multi-seed run), the
+        loop counters as saved."""
         # Restored into host numpy arrays, then placed on the default device.
         host_template = jax.tree.map(lambda x: np.zeros(np.shape(x), x.dtype), agent_template)
         args = ocp.args.Composite(agent=ocp.args.StandardRestore(host_template),
                                   replay=ocp.args.StandardRestore(),  # numpy, as saved
                                   loop=ocp.args.JsonRestore())
         restored = self._manager.restore(frame, args=args)
-        replay = {key: np.asarray(value) for key, value in restored.replay.items()}
+        replay = jax.tree.map(np.asarray, dict(restored.replay))  # nested per seed or flat
         agent = jax.tree.map(jax.device_put, restored.agent)
         return agent, replay, restored.loop
 

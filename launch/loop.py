@@ -47,10 +47,12 @@ class MetricsWindow:
     """Learner metrics of the updates since the last flush, kept on the device.
 
     Fetched once per log interval (no per-update host sync); a non-finite value is traced
-    back to the exact update that produced it.
+    back to the exact update (and seed) that produced it. Metrics are scalars, or [K] arrays
+    when K seeds train together (`seeds` names them).
     """
 
-    def __init__(self):
+    def __init__(self, seeds: list[int] | None = None):
+        self._seeds = seeds
         self._steps: list[int] = []
         self._metrics: list[dict] = []
 
@@ -58,19 +60,24 @@ class MetricsWindow:
         self._steps.append(step)
         self._metrics.append(metrics)
 
-    def flush(self) -> dict[str, float]:
-        """Means over the window; raises NonFiniteLossError naming the first bad step."""
+    def flush(self) -> list[dict[str, float]]:
+        """Per-seed means over the window (one dict per seed; [] when empty); raises
+        NonFiniteLossError naming the first bad step."""
         if not self._metrics:
-            return {}
+            return []
         fetched = jax.device_get(self._metrics)  # one transfer, no per-length compile
-        stacked = {k: np.stack([m[k] for m in fetched]) for k in fetched[0]}
+        stacked = {k: np.stack([np.reshape(m[k], -1) for m in fetched]) for k in fetched[0]}
         steps, self._steps, self._metrics = self._steps, [], []
-        for name, values in stacked.items():
-            bad = np.flatnonzero(~np.isfinite(values))
+        for name, values in stacked.items():        # [updates, seeds]
+            bad = np.argwhere(~np.isfinite(values))
             if bad.size:
-                raise NonFiniteLossError(f"non-finite {name} ({values[bad[0]]}) in the update "
-                                         f"at agent step {steps[bad[0]]}")
-        return {name: float(np.mean(values)) for name, values in stacked.items()}
+                row, lane = bad[0]
+                where = f" of seed {self._seeds[lane]}" if self._seeds else ""
+                raise NonFiniteLossError(f"non-finite {name} ({values[row, lane]}) in the "
+                                         f"update at agent step {steps[row]}{where}")
+        num_lanes = next(iter(stacked.values())).shape[1]
+        return [{name: float(np.mean(values[:, lane])) for name, values in stacked.items()}
+                for lane in range(num_lanes)]
 
 
 def evaluate(env, agent, act_fn, state, num_episodes: int, key: jax.Array,
@@ -98,35 +105,61 @@ def evaluate(env, agent, act_fn, state, num_episodes: int, key: jax.Array,
             "episode_length": float(np.mean(lengths)) if lengths else 0.0}
 
 
+def _seed_slice(tree: Any, index: int) -> Any:
+    return jax.tree.map(lambda x: x[index], tree)
+
+
+def _without_seed(row: dict) -> dict:
+    return {key: value for key, value in row.items() if key != "seed"}
+
+
 def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
           num_devices: int | None = None) -> bool:
     """Runs (or resumes) the run described by `spec` in `workdir`, its updates split over
     `num_devices` devices (all by default; the batch size must divide by it).
 
+    spec["num_seeds"] = K > 1 trains seeds spec["seed"] .. + K - 1 together: one vmapped
+    agent state, K environments and replays, every key, env seed and replay sample the
+    same as in K single-seed runs; the CSVs gain a `seed` column.
     Returns True when num_frames were reached, False when `should_stop()` asked to stop
     (after saving a checkpoint).
     """
     config = Config.from_dict(spec["config"])
-    task, seed, num_frames = spec["task"], spec["seed"], spec["num_frames"]
+    task, num_frames = spec["task"], spec["num_frames"]
+    num_seeds = spec.get("num_seeds", 1)
+    seeds = [spec["seed"] + index for index in range(num_seeds)]
+    stacked = num_seeds > 1  # one agent state with a leading seed axis [K, ...]
     action_repeat = config.action_repeat
     num_seed_steps = config.num_seed_frames // action_repeat
-
-    env = _make_env(task, seed, config)
-    eval_env = _make_env(task, seed + 100_000, config)
-    obs_spec, action_spec = env.observation_spec(), env.action_spec()
-    agent = agents.make_from_config(spec["agent"], config, obs_spec, action_spec)
-    replay = ReplayBuffer(obs_spec, action_spec, config.replay_capacity, nstep=config.nstep,
-                          discount=config.discount)
-    run_key = jax.random.key(seed)
-    init_key, act_key, update_key, eval_key = jax.random.split(run_key, 4)
-    # Eager on purpose: on XLA:CPU (jax 0.10.2) a jitted init of 1024-wide networks never
-    # finishes (orthogonal init's QR inside one program deadlocks); eager init is reliable.
-    learner = Learner(agent, make_mesh(num_devices), config.updates_per_call)
-    state = learner.put_state(agent.init(init_key))
     updates_per_call = config.updates_per_call
-    act_fn = jax.jit(agent.act, static_argnames="eval_mode")
-    metric_names = sorted(jax.eval_shape(agent.update, state, _dummy_batch(
-        obs_spec, agent.action_dim, config.batch_size), update_key)[1])
+
+    train_envs = [_make_env(task, seed, config) for seed in seeds]
+    eval_envs = [_make_env(task, seed + 100_000, config) for seed in seeds]
+    obs_spec, action_spec = train_envs[0].observation_spec(), train_envs[0].action_spec()
+    agent = agents.make_from_config(spec["agent"], config, obs_spec, action_spec)
+    replays = [ReplayBuffer(obs_spec, action_spec, config.replay_capacity, nstep=config.nstep,
+                            discount=config.discount) for _ in seeds]
+    # Per seed: jax.random.split(jax.random.key(seed), 4) = init, act, update, eval keys.
+    run_keys = jax.vmap(lambda seed: jax.random.split(jax.random.key(seed), 4))(
+        jnp.asarray(seeds))                                           # [K, 4]
+    init_keys, act_keys, update_keys, eval_keys = (run_keys[:, j] for j in range(4))
+    fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))  # [K] keys, step
+
+    def lane_keys(keys: jax.Array, step: int) -> jax.Array:
+        folded = fold_in(keys, step)
+        return folded if stacked else folded[0]
+
+    learner = Learner(agent, make_mesh(num_devices), updates_per_call,
+                      num_seeds=num_seeds if stacked else None)
+    # Eager on purpose: on XLA:CPU (jax 0.10.2) a jitted init of 1024-wide networks does not
+    # finish in reasonable time; eager init is reliable.
+    state = learner.put_state(jax.vmap(agent.init)(init_keys) if stacked
+                              else agent.init(init_keys[0]))
+    act_one = jax.jit(agent.act, static_argnames="eval_mode")
+    act_seeds = jax.jit(jax.vmap(agent.act))
+    metric_names = sorted(jax.eval_shape(agent.update, _seed_slice(state, 0) if stacked
+                                         else state, _dummy_batch(
+        obs_spec, agent.action_dim, config.batch_size), init_keys[0])[1])
 
     checkpointer = RunCheckpointer(os.path.join(workdir, "checkpoints"))
     loop = {"step": 0, "episode": 0, "total_time": 0.0, "next_eval_frame": 0}
@@ -134,76 +167,102 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
     if latest is not None:
         state, replay_state, loop = checkpointer.restore(latest, state)
         state = learner.put_state(state)
-        replay.load_state_dict(replay_state)
-        env = _make_env(task, _env_seed(seed, loop["episode"]), config)
-    train_log = CsvLog(os.path.join(workdir, "train.csv"), TRAIN_COLUMNS + metric_names)
-    eval_log = CsvLog(os.path.join(workdir, "eval.csv"), EVAL_COLUMNS)
+        for seed, replay in zip(seeds, replays):
+            replay.load_state_dict(replay_state[f"seed_{seed}"] if stacked else replay_state)
+        train_envs = [_make_env(task, _env_seed(seed, loop["episode"]), config)
+                      for seed in seeds]
+    seed_column = ["seed"] if stacked else []
+    train_log = CsvLog(os.path.join(workdir, "train.csv"),
+                       TRAIN_COLUMNS[:1] + seed_column + TRAIN_COLUMNS[1:] + metric_names)
+    eval_log = CsvLog(os.path.join(workdir, "eval.csv"),
+                      EVAL_COLUMNS[:1] + seed_column + EVAL_COLUMNS[1:])
     logged_until = latest if latest is not None else -1
     train_log.truncate_after(logged_until)
     eval_log.truncate_after(logged_until)
     board = TensorBoard(workdir)
 
+    def board_prefix(kind: str, seed: int) -> str:
+        return f"{kind}/seed_{seed}" if stacked else kind
+
     step, episode = loop["step"], loop["episode"]
     total_time, next_eval_frame = loop["total_time"], loop["next_eval_frame"]
     start_frame = step * action_repeat
     progress = Progress(num_frames, start_frame)
+    which = f"seeds {seeds[0]}..{seeds[-1]}" if stacked else f"seed {seeds[0]}"
     if latest is not None:
         progress.show(f"resumed from checkpoint at frame {latest:,} in {workdir}")
     else:
-        progress.show(f"training {spec['agent']} on {task} (seed {seed}) for {num_frames:,} "
+        progress.show(f"training {spec['agent']} on {task} ({which}) for {num_frames:,} "
                       f"frames in {workdir}")
-    metrics = MetricsWindow()
-    recent_returns: collections.deque = collections.deque(maxlen=10)
-    last_metrics: dict[str, float] = {}
+    metrics = MetricsWindow(seeds if stacked else None)
+    recent_returns: collections.deque = collections.deque(maxlen=10)  # means over seeds
+    last_metrics: list[dict[str, float]] = [{} for _ in seeds]
     replay_ready = False
     clock = time.monotonic()
 
     def elapsed() -> float:
         return total_time + time.monotonic() - clock
 
-    def save_checkpoint(frame: int) -> None:
+    def flush_metrics() -> None:
         nonlocal last_metrics
-        last_metrics = metrics.flush() or last_metrics  # never checkpoint a non-finite state
+        last_metrics = metrics.flush() or last_metrics
+
+    def save_checkpoint(frame: int) -> None:
+        flush_metrics()  # never checkpoint a non-finite state
         loop_state = {"step": step, "episode": episode, "total_time": elapsed(),
                       "next_eval_frame": next_eval_frame}
-        checkpointer.save(frame, state, replay.state_dict(), loop_state)
+        replay_state = ({f"seed_{seed}": replay.state_dict()
+                         for seed, replay in zip(seeds, replays)} if stacked
+                        else replays[0].state_dict())
+        checkpointer.save(frame, state, replay_state, loop_state)
 
-    timestep = env.reset()
-    replay.add(timestep)
-    episode_return, episode_length = 0.0, 0
+    timesteps = [env.reset() for env in train_envs]
+    for replay, timestep in zip(replays, timesteps):
+        replay.add(timestep)
+    episode_returns, episode_length = np.zeros(num_seeds), 0
     episode_start_time = time.monotonic()
     last_checkpoint_frame = latest if latest is not None else 0
     try:
         while True:
             frame = step * action_repeat
-            if timestep.last():
+            ended = {timestep.last() for timestep in timesteps}
+            if len(ended) > 1:
+                raise RuntimeError("the seeds' episodes ended at different steps; "
+                                   "--num_seeds needs fixed-length episodes (every DMC task)")
+            if ended == {True}:
                 episode += 1
-                recent_returns.append(episode_return)
-                last_metrics = metrics.flush() or last_metrics
-                row = {"frame": frame, "step": step, "episode": episode,
-                       "episode_return": episode_return,
-                       "episode_length": episode_length * action_repeat,
-                       "fps": episode_length * action_repeat
-                       / max(time.monotonic() - episode_start_time, 1e-9),
-                       "total_time": elapsed(),
-                       **last_metrics}
-                train_log.append(row)
-                board.scalars("train", row, frame)
-                timestep = env.reset()
-                replay.add(timestep)
-                episode_return, episode_length = 0.0, 0
+                recent_returns.append(float(np.mean(episode_returns)))
+                flush_metrics()
+                fps = (episode_length * action_repeat * num_seeds
+                       / max(time.monotonic() - episode_start_time, 1e-9))
+                for index, seed in enumerate(seeds):
+                    row = {"frame": frame, "seed": seed, "step": step, "episode": episode,
+                           "episode_return": episode_returns[index],
+                           "episode_length": episode_length * action_repeat,
+                           "fps": fps, "total_time": elapsed(), **last_metrics[index]}
+                    train_log.append(row)
+                    board.scalars(board_prefix("train", seed), _without_seed(row), frame)
+                timesteps = [env.reset() for env in train_envs]
+                for replay, timestep in zip(replays, timesteps):
+                    replay.add(timestep)
+                episode_returns, episode_length = np.zeros(num_seeds), 0
                 episode_start_time = time.monotonic()
             if config.num_eval_episodes and (frame >= next_eval_frame or frame >= num_frames):
-                video = (os.path.join(workdir, "videos", f"eval_{frame}.mp4")
-                         if config.save_video else None)
-                result = evaluate(eval_env, agent, act_fn, state, config.num_eval_episodes,
-                                  jax.random.fold_in(eval_key, step), video)
-                row = {"frame": frame, "step": step, "episode": episode,
-                       "total_time": elapsed(), **result}
-                eval_log.append(row)
-                board.scalars("eval", row, frame)
+                results = []
+                for index, seed in enumerate(seeds):
+                    video = (os.path.join(workdir, "videos", f"eval_{frame}.mp4")
+                             if config.save_video and index == 0 else None)
+                    result = evaluate(eval_envs[index], agent, act_one,
+                                      _seed_slice(state, index) if stacked else state,
+                                      config.num_eval_episodes,
+                                      jax.random.fold_in(eval_keys[index], step), video)
+                    row = {"frame": frame, "seed": seed, "step": step, "episode": episode,
+                           "total_time": elapsed(), **result}
+                    eval_log.append(row)
+                    board.scalars(board_prefix("eval", seed), _without_seed(row), frame)
+                    results.append(result["episode_return"])
                 progress.show(progress.line("eval ", frame, progress.last_fps,
-                                            result["episode_return"]))
+                                            float(np.mean(results))))
                 next_eval_frame = (frame // config.eval_every_frames + 1) * config.eval_every_frames
             if frame >= num_frames:
                 save_checkpoint(frame)
@@ -218,32 +277,41 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
                 last_checkpoint_frame = frame
 
             if step < num_seed_steps:
-                action = np.random.default_rng([seed, step]).uniform(
-                    -1.0, 1.0, action_spec.shape).astype(np.float32)
+                actions = np.stack([np.random.default_rng([seed, step]).uniform(
+                    -1.0, 1.0, action_spec.shape).astype(np.float32) for seed in seeds])
             else:
-                action = np.asarray(act_fn(state, timestep.observation[None],
-                                           jax.random.fold_in(act_key, step))[0])
+                observations = np.stack([timestep.observation for timestep in timesteps])
+                if stacked:
+                    actions = np.asarray(act_seeds(state, observations[:, None],
+                                                   lane_keys(act_keys, step)))[:, 0]
+                else:
+                    actions = np.asarray(act_one(state, observations,
+                                                 lane_keys(act_keys, step)))
             if (step >= num_seed_steps
                     and step % (config.update_every_steps * updates_per_call) == 0):
-                replay_ready = replay_ready or replay.num_transitions > 0
-                if replay_ready:  # U updates on U batches, in one call
-                    batch = replay.sample(updates_per_call * config.batch_size,
-                                          np.random.default_rng([seed, step]))
-                    batches = jax.tree.map(
+                replay_ready = replay_ready or replays[0].num_transitions > 0
+                if replay_ready:  # U updates on U batches per seed, in one call
+                    batches = [jax.tree.map(
                         lambda x: x.reshape(updates_per_call, config.batch_size, *x.shape[1:]),
-                        batch)
+                        replay.sample(updates_per_call * config.batch_size,
+                                      np.random.default_rng([seed, step])))
+                        for seed, replay in zip(seeds, replays)]
+                    batches = (jax.tree.map(lambda *x: np.stack(x, axis=1), *batches)
+                               if stacked else batches[0])                 # [U, (K,) B, ...]
                     state, update_metrics = learner.update(
-                        state, learner.put_batch(batches), jax.random.fold_in(update_key, step))
+                        state, learner.put_batch(batches), lane_keys(update_keys, step))
                     metrics.add(step, update_metrics)
-            timestep = env.step(action)
-            replay.add(timestep, action)
-            episode_return += float(timestep.reward)
+            timesteps = [env.step(action) for env, action in zip(train_envs, actions)]
+            for index, (replay, timestep) in enumerate(zip(replays, timesteps)):
+                replay.add(timestep, actions[index])
+                episode_returns[index] += float(timestep.reward)
             episode_length += 1
             step += 1
             frame = step * action_repeat
             if frame % config.log_every_frames < action_repeat:
-                last_metrics = metrics.flush() or last_metrics
-                board.scalars("train", last_metrics, frame)
+                flush_metrics()
+                for seed, seed_metrics in zip(seeds, last_metrics):
+                    board.scalars(board_prefix("train", seed), seed_metrics, frame)
                 recent = float(np.mean(recent_returns)) if recent_returns else None
                 progress.show(progress.line("train", frame, progress.frames_per_second(frame),
                                             recent))

@@ -102,7 +102,7 @@ def load_runs(workdirs: Sequence[str]) -> pd.DataFrame:
 
     frame: environment frames; episode_return: the eval row's mean return over episodes.
     """
-    specs, evals = [], []
+    runs, specs, evals = [], [], []
     for workdir in workdirs:
         config_path = os.path.join(workdir, "config.json")
         eval_path = os.path.join(workdir, "eval.csv")
@@ -114,7 +114,10 @@ def load_runs(workdirs: Sequence[str]) -> pd.DataFrame:
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise UserError(f"{config_path}: unreadable run config ({error})") from None
         try:
-            evaluation = pd.read_csv(eval_path)[["frame", "episode_return"]]
+            evaluation = pd.read_csv(eval_path)
+            # A multi-seed workdir (launch.train --num_seeds) has a seed column.
+            evaluation = evaluation[["frame", "episode_return"]
+                                    + (["seed"] if "seed" in evaluation else [])]
         except pd.errors.EmptyDataError:
             evaluation = pd.DataFrame(columns=["frame", "episode_return"])
         except (OSError, ValueError, KeyError) as error:
@@ -122,14 +125,23 @@ def load_runs(workdirs: Sequence[str]) -> pd.DataFrame:
         # A run being written may end in a partial row; a resumed one never repeats a frame,
         # but if it did the later row wins.
         evaluation = evaluation.apply(pd.to_numeric, errors="coerce").dropna()
-        evaluation = evaluation.drop_duplicates("frame", keep="last").sort_values("frame")
-        specs.append(spec)
-        evals.append(evaluation)
+        if "seed" not in evaluation:
+            evaluation = evaluation.assign(seed=spec["seed"])
+        for seed, rows in evaluation.groupby("seed", sort=True):
+            rows = rows.drop(columns="seed").drop_duplicates("frame", keep="last")
+            multi = evaluation["seed"].nunique() > 1
+            runs.append(f"{workdir}#seed={int(seed)}" if multi else workdir)
+            specs.append({**spec, "seed": int(seed)})
+            evals.append(rows.sort_values("frame"))
+        if evaluation.empty:
+            runs.append(workdir)
+            specs.append(spec)
+            evals.append(evaluation.drop(columns="seed"))
     tables = []
-    for workdir, spec, label, evaluation in zip(workdirs, specs, run_labels(specs), evals):
+    for run, spec, label, evaluation in zip(runs, specs, run_labels(specs), evals):
         if len(evaluation):
             tables.append(evaluation.assign(
-                run=workdir, agent=spec["agent"], label=label,
+                run=run, agent=spec["agent"], label=label,
                 task=canonical_task(spec["task"]), seed=spec["seed"], reference=False))
     if not tables:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in COLUMNS})

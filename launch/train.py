@@ -28,6 +28,9 @@ flags.DEFINE_integer("seed", 1, "Random seed of the run.")
 flags.DEFINE_integer("num_frames", 1_000_000, "Environment frames to train for (before "
                      "action repeat divides them into agent steps).")
 flags.DEFINE_string("workdir", None, "Run directory; default runs/<agent>-<task>-<seed>.")
+flags.DEFINE_integer("num_seeds", 1, "Seeds trained together in this process with one "
+                     "vmapped update: --seed, --seed + 1, ..., each with its own keys, "
+                     "environments and replay (logs carry a seed column).")
 flags.DEFINE_integer("num_devices", None, "Devices to split each update's batch over "
                      "(data parallel); default: all local devices. Not part of the run's "
                      "identity: a run may resume on another number of devices.")
@@ -49,7 +52,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         if "config." in message:
             message += "\nvalid --config fields: " + ", ".join(agents.FIELD_NAMES)
         print(f"error: {message}\nflags: --agent --task --seed --num_frames --workdir "
-              "--num_devices --config.<field>", file=sys.stderr)
+              "--num_seeds --num_devices --config.<field>", file=sys.stderr)
         sys.exit(EXIT_USAGE)
 
 
@@ -62,6 +65,8 @@ def run_spec_from_flags() -> dict[str, Any]:
         raise UserError(f"unknown task {FLAGS.task!r}; choose one of: {', '.join(envs.names())}")
     if FLAGS.num_frames <= 0:
         raise UserError(f"--num_frames={FLAGS.num_frames} must be > 0")
+    if FLAGS.num_seeds < 1:
+        raise UserError(f"--num_seeds={FLAGS.num_seeds} must be >= 1")
     overrides = dict(config_flags.get_override_values(FLAGS["config"]))
     try:
         config = agents.build_config(FLAGS.agent, task=FLAGS.task,
@@ -69,7 +74,8 @@ def run_spec_from_flags() -> dict[str, Any]:
     except ValueError as error:
         raise UserError(str(error)) from None
     return {"agent": FLAGS.agent, "task": FLAGS.task, "seed": FLAGS.seed,
-            "num_frames": FLAGS.num_frames, "config": config.to_dict()}
+            "num_seeds": FLAGS.num_seeds, "num_frames": FLAGS.num_frames,
+            "config": config.to_dict()}
 
 
 def resolve_workdir(spec: dict[str, Any]) -> str:
@@ -78,8 +84,9 @@ def resolve_workdir(spec: dict[str, Any]) -> str:
     Only num_frames may differ (extending a run); any other difference is refused, naming
     the fields, before anything in the workdir is touched.
     """
-    workdir = FLAGS.workdir or os.path.join("runs", f"{spec['agent']}-{spec['task']}-"
-                                                    f"{spec['seed']}")
+    seeds = (f"{spec['seed']}" if spec["num_seeds"] == 1
+             else f"{spec['seed']}-{spec['seed'] + spec['num_seeds'] - 1}")
+    workdir = FLAGS.workdir or os.path.join("runs", f"{spec['agent']}-{spec['task']}-{seeds}")
     path = os.path.join(workdir, "config.json")
     if os.path.exists(path):
         with open(path) as file:
@@ -102,8 +109,8 @@ def _spec_differences(saved: dict[str, Any], spec: dict[str, Any]) -> list[str]:
                       **{f"config.{k}": v for k, v in s.get("config", {}).items()}}
     old, new = flat(saved), flat(spec)
     defaults = {f"config.{k}": v for k, v in Config().to_dict().items()}
-    # A field added to Config after the run started counts as its default value.
-    old.update({k: v for k, v in defaults.items() if k not in old})
+    # A field added after the run started counts as its default value.
+    old.update({k: v for k, v in {**defaults, "num_seeds": 1}.items() if k not in old})
     return [f"{key} (saved {old.get(key)!r}, now {new.get(key)!r})"
             for key in sorted(set(old) | set(new))
             if key != "num_frames" and old.get(key) != new.get(key)]

@@ -86,6 +86,21 @@ def test_empty_eval_log_and_partial_last_row(tmp_path):
     assert table["frame"].tolist() == [0, 10]
 
 
+def test_a_multi_seed_workdir_is_one_run_per_seed(tmp_path):
+    """launch.train --num_seeds writes every seed's rows to one eval.csv with a seed column."""
+    workdir = write_run(tmp_path, "seeds", "drqv2", "walker_walk", 3, {}, [], [])
+    with open(workdir / "eval.csv", "w") as file:
+        file.write("frame,seed,step,episode,episode_return,episode_length,total_time\n"
+                   "0,3,0,0,10.0,1000,1\n0,4,0,0,20.0,1000,1\n"
+                   "1000,3,500,1,30.0,1000,2\n1000,4,500,1,50.0,1000,2\n")
+    table = plot.load_runs([str(workdir)])
+    by_seed = {seed: rows["episode_return"].tolist() for seed, rows in table.groupby("seed")}
+    assert by_seed == {3: [10.0, 30.0], 4: [20.0, 50.0]}
+    assert table["run"].nunique() == 2 and set(table["label"]) == {"drqv2"}
+    curves = plot.learning_curves(table)
+    assert curves["mean"].tolist() == [15.0, 40.0] and curves["seeds"].tolist() == [2, 2]
+
+
 # ------------------------------------------------------------------------------- statistics
 def test_mean_interval_is_the_student_t_interval():
     values = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 9.0]])  # 3 seeds x 2 frames

@@ -48,6 +48,7 @@ def read_csv(path):
     (["--task=cartpole_swingupp"], "unknown task 'cartpole_swingupp'; choose one of: "),
     (["--config.batch_sise=3"], "(did you mean 'batch_size'?). Valid fields: base,"),
     (["--num_frames=0"], "--num_frames=0 must be > 0"),
+    (["--num_seeds=0"], "--num_seeds=0 must be >= 1"),
     (["--config.image_size=12"], "allowed range: image_size >= 15"),
     (["--config.frame_stack=0"], "frame_stack=0 must be >= 1"),
     (["--config.batch_size=512", "--config.replay_capacity=100"],
@@ -199,6 +200,57 @@ def test_checkpoint_round_trips_agent_state_and_replay_exactly(tmp_path):
     assert loop_state == {"step": 15}
     for got, want in zip(fresh.sample(4, 7), buffer.sample(4, 7)):
         np.testing.assert_array_equal(got, want)
+
+
+def test_num_seeds_trains_the_agents_of_separate_single_seed_runs_and_resumes(tmp_path):
+    """K vmapped seeds in one run reach the states of K single-seed runs with the same keys,
+    env seeds and samples; the CSVs tell the seeds apart; a resume restores every seed."""
+    spec = tiny_spec(obs_type="state", aug="none", eval_every_frames=400)
+    spec.update(num_frames=400)
+    singles = []
+    for seed in (0, 1):
+        workdir = str(tmp_path / f"single-{seed}")
+        assert loop.train({**spec, "seed": seed}, workdir, should_stop=lambda: False)
+        singles.append(workdir)
+    multi = str(tmp_path / "multi")
+    assert loop.train({**spec, "seed": 0, "num_seeds": 2}, multi, should_stop=lambda: False)
+
+    agent = agents.make_from_config("drqv2", agents.Config.from_dict(spec["config"]),
+                                    *_state_specs())
+    template = agent.init(jax.random.key(0))
+    stacked, replay_state, _ = RunCheckpointer(f"{multi}/checkpoints").restore(
+        400, jax.tree.map(lambda x: np.stack([x, x]), template))
+    assert sorted(replay_state) == ["seed_0", "seed_1"]
+    assert int(stacked.update_step[0]) == 12   # at agent steps 26, 28, ..., 48
+    for seed, workdir in enumerate(singles):
+        single, single_replay, _ = RunCheckpointer(f"{workdir}/checkpoints").restore(400,
+                                                                                     template)
+        for got, want in zip(jax.tree.leaves(jax.tree.map(lambda x: x[seed], stacked)),
+                             jax.tree.leaves(single)):
+            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+        for name, value in single_replay.items():
+            np.testing.assert_allclose(replay_state[f"seed_{seed}"][name], value, atol=1e-5,
+                                       err_msg=name)
+        want_eval = read_csv(f"{workdir}/eval.csv")
+        got_eval = [row for row in read_csv(f"{multi}/eval.csv") if int(row["seed"]) == seed]
+        assert [r["frame"] for r in got_eval] == [r["frame"] for r in want_eval] == ["0", "400"]
+        np.testing.assert_allclose([float(r["episode_return"]) for r in got_eval],
+                                   [float(r["episode_return"]) for r in want_eval], rtol=1e-3)
+
+    # Resume both seeds to 1400 frames: each seed's rows continue without duplicates (the
+    # resumed run starts a fresh episode at frame 400, ending at 1400).
+    assert loop.train({**spec, "seed": 0, "num_seeds": 2, "num_frames": 1400}, multi,
+                      should_stop=lambda: False)
+    rows = read_csv(f"{multi}/eval.csv")
+    assert [(r["frame"], r["seed"]) for r in rows] == [
+        (frame, seed) for frame in ("0", "400", "800", "1200", "1400") for seed in ("0", "1")]
+    train_rows = read_csv(f"{multi}/train.csv")
+    assert [(r["frame"], r["seed"]) for r in train_rows] == [("1400", "0"), ("1400", "1")]
+
+
+def _state_specs():
+    env = envs.make("cartpole_swingup", seed=0, obs_type="state", action_repeat=8)
+    return env.observation_spec(), env.action_spec()
 
 
 # ----------------------------------------------------------------------------- learning
