@@ -6,12 +6,15 @@ Importing this package is cheap: dm_control is imported by `make`, after the Ope
 backend is chosen.
 """
 from envs.dmc import DMCEnv, make
+from envs.pool import EnvPool, EnvWorkerError
 from envs.rendering import RenderingUnavailableError, ensure_gl_backend
 from envs.tasks import DRQV2_TASKS, names, task_group
 
 __all__ = [
     "DMCEnv",
     "DRQV2_TASKS",
+    "EnvPool",
+    "EnvWorkerError",
     "RenderingUnavailableError",
     "ensure_gl_backend",
     "make",

@@ -1,5 +1,6 @@
 """The training loop behind launch.train: act, store, update, evaluate, log, checkpoint."""
 import collections
+import functools
 import os
 import time
 from typing import Any, Callable
@@ -31,9 +32,10 @@ def _env_seed(seed: int, episode: int) -> int:
     return int(np.random.SeedSequence([seed, episode]).generate_state(1)[0])
 
 
-def _make_env(task: str, seed: int, config: Config):
-    return envs.make(task, seed=seed, obs_type=config.obs_type, image_size=config.image_size,
-                     frame_stack=config.frame_stack, action_repeat=config.action_repeat)
+def _env_kwargs(task: str, seed: int, config: Config) -> dict[str, Any]:
+    """envs.make arguments of the run's environments."""
+    return dict(task=task, seed=seed, obs_type=config.obs_type, image_size=config.image_size,
+                frame_stack=config.frame_stack, action_repeat=config.action_repeat)
 
 
 def _dummy_batch(obs_spec, action_dim: int, batch_size: int) -> Batch:
@@ -80,29 +82,34 @@ class MetricsWindow:
                 for lane in range(num_lanes)]
 
 
-def evaluate(env, agent, act_fn, state, num_episodes: int, key: jax.Array,
-             video_path: str | None) -> dict[str, float]:
-    """Mean return and length of deterministic-policy episodes; mp4 of the first if asked."""
-    returns, lengths, frames = [], [], []
+def evaluate(pool: envs.EnvPool, policy: Callable[[np.ndarray], np.ndarray],
+             num_episodes: int, video_path: str | None) -> list[dict[str, float]]:
+    """Deterministic-policy episodes of every environment of `pool` (one per seed, stepped
+    together): per environment, the mean return and length over `num_episodes`; an mp4 of
+    the first environment's first episode if asked.
+
+    policy: observations [K, ...] -> actions [K, A].
+    """
+    returns = np.zeros((num_episodes, len(pool)))
+    lengths, frames = [], []
     for episode in range(num_episodes):
-        timestep = env.reset()
-        total, length = 0.0, 0
+        timesteps = pool.reset()
+        length = 0
         record = video_path is not None and episode == 0
         if record:
-            frames.append(env.render(VIDEO_SIZE))
-        while not timestep.last():
-            action = act_fn(state, timestep.observation[None], key, eval_mode=True)
-            timestep = env.step(np.asarray(action[0]))
-            total += float(timestep.reward)
+            frames.append(pool.call(0, "render", VIDEO_SIZE))
+        while not timesteps[0].last():
+            timesteps = pool.step(policy(np.stack([t.observation for t in timesteps])))
+            returns[episode] += [float(t.reward) for t in timesteps]
             length += 1
             if record:
-                frames.append(env.render(VIDEO_SIZE))
-        returns.append(total)
-        lengths.append(length * env.action_repeat)
+                frames.append(pool.call(0, "render", VIDEO_SIZE))
+        lengths.append(length * pool.action_repeat)
     if video_path is not None:
         save_video(video_path, frames)
-    return {"episode_return": float(np.mean(returns)) if returns else float("nan"),
-            "episode_length": float(np.mean(lengths)) if lengths else 0.0}
+    length = float(np.mean(lengths)) if lengths else 0.0
+    return [{"episode_return": float(np.mean(returns[:, index])) if num_episodes
+             else float("nan"), "episode_length": length} for index in range(len(pool))]
 
 
 def _seed_slice(tree: Any, index: int) -> Any:
@@ -133,9 +140,11 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
     num_seed_steps = config.num_seed_frames // action_repeat
     updates_per_call = config.updates_per_call
 
-    train_envs = [_make_env(task, seed, config) for seed in seeds]
-    eval_envs = [_make_env(task, seed + 100_000, config) for seed in seeds]
-    obs_spec, action_spec = train_envs[0].observation_spec(), train_envs[0].action_spec()
+    # Every environment steps in its own worker process (envs.EnvPool), the training ones
+    # while the learner updates.
+    train_pool = envs.EnvPool([_env_kwargs(task, seed, config) for seed in seeds])
+    eval_pool = envs.EnvPool([_env_kwargs(task, seed + 100_000, config) for seed in seeds])
+    obs_spec, action_spec = train_pool.observation_spec, train_pool.action_spec
     agent = agents.make_from_config(spec["agent"], config, obs_spec, action_spec)
     replays = [ReplayBuffer(obs_spec, action_spec, config.replay_capacity, nstep=config.nstep,
                             discount=config.discount) for _ in seeds]
@@ -157,6 +166,13 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
                               else agent.init(init_keys[0]))
     act_one = jax.jit(agent.act, static_argnames="eval_mode")
     act_seeds = jax.jit(jax.vmap(agent.act))
+    eval_seeds = jax.jit(jax.vmap(functools.partial(agent.act, eval_mode=True)))
+
+    def eval_policy(key: jax.Array) -> Callable[[np.ndarray], np.ndarray]:
+        """observations [K, ...] -> deterministic actions [K, A] of every seed's agent."""
+        if stacked:
+            return lambda obs: np.asarray(eval_seeds(state, obs[:, None], key))[:, 0]
+        return lambda obs: np.asarray(act_one(state, obs, key, eval_mode=True))
     metric_names = sorted(jax.eval_shape(agent.update, _seed_slice(state, 0) if stacked
                                          else state, _dummy_batch(
         obs_spec, agent.action_dim, config.batch_size), init_keys[0])[1])
@@ -169,8 +185,7 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
         state = learner.put_state(state)
         for seed, replay in zip(seeds, replays):
             replay.load_state_dict(replay_state[f"seed_{seed}"] if stacked else replay_state)
-        train_envs = [_make_env(task, _env_seed(seed, loop["episode"]), config)
-                      for seed in seeds]
+        train_pool.remake([{"seed": _env_seed(seed, loop["episode"])} for seed in seeds])
     seed_column = ["seed"] if stacked else []
     train_log = CsvLog(os.path.join(workdir, "train.csv"),
                        TRAIN_COLUMNS[:1] + seed_column + TRAIN_COLUMNS[1:] + metric_names)
@@ -216,7 +231,7 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
                         else replays[0].state_dict())
         checkpointer.save(frame, state, replay_state, loop_state)
 
-    timesteps = [env.reset() for env in train_envs]
+    timesteps = train_pool.reset()
     for replay, timestep in zip(replays, timesteps):
         replay.add(timestep)
     episode_returns, episode_length = np.zeros(num_seeds), 0
@@ -242,27 +257,24 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
                            "fps": fps, "total_time": elapsed(), **last_metrics[index]}
                     train_log.append(row)
                     board.scalars(board_prefix("train", seed), _without_seed(row), frame)
-                timesteps = [env.reset() for env in train_envs]
+                timesteps = train_pool.reset()
                 for replay, timestep in zip(replays, timesteps):
                     replay.add(timestep)
                 episode_returns, episode_length = np.zeros(num_seeds), 0
                 episode_start_time = time.monotonic()
             if config.num_eval_episodes and (frame >= next_eval_frame or frame >= num_frames):
-                results = []
-                for index, seed in enumerate(seeds):
-                    video = (os.path.join(workdir, "videos", f"eval_{frame}.mp4")
-                             if config.save_video and index == 0 else None)
-                    result = evaluate(eval_envs[index], agent, act_one,
-                                      _seed_slice(state, index) if stacked else state,
-                                      config.num_eval_episodes,
-                                      jax.random.fold_in(eval_keys[index], step), video)
+                video = (os.path.join(workdir, "videos", f"eval_{frame}.mp4")
+                         if config.save_video else None)
+                results = evaluate(eval_pool, eval_policy(lane_keys(eval_keys, step)),
+                                   config.num_eval_episodes, video)
+                for seed, result in zip(seeds, results):
                     row = {"frame": frame, "seed": seed, "step": step, "episode": episode,
                            "total_time": elapsed(), **result}
                     eval_log.append(row)
                     board.scalars(board_prefix("eval", seed), _without_seed(row), frame)
-                    results.append(result["episode_return"])
                 progress.show(progress.line("eval ", frame, progress.last_fps,
-                                            float(np.mean(results))))
+                                            float(np.mean([r["episode_return"]
+                                                           for r in results]))))
                 next_eval_frame = (frame // config.eval_every_frames + 1) * config.eval_every_frames
             if frame >= num_frames:
                 save_checkpoint(frame)
@@ -287,6 +299,7 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
                 else:
                     actions = np.asarray(act_one(state, observations,
                                                  lane_keys(act_keys, step)))
+            train_pool.step_async(actions)  # the environments step while the learner updates
             if (step >= num_seed_steps
                     and step % (config.update_every_steps * updates_per_call) == 0):
                 replay_ready = replay_ready or replays[0].num_transitions > 0
@@ -301,7 +314,7 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
                     state, update_metrics = learner.update(
                         state, learner.put_batch(batches), lane_keys(update_keys, step))
                     metrics.add(step, update_metrics)
-            timesteps = [env.step(action) for env, action in zip(train_envs, actions)]
+            timesteps = train_pool.step_wait()
             for index, (replay, timestep) in enumerate(zip(replays, timesteps)):
                 replay.add(timestep, actions[index])
                 episode_returns[index] += float(timestep.reward)
@@ -318,3 +331,5 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
     finally:
         board.close()
         checkpointer.close()
+        train_pool.close()
+        eval_pool.close()

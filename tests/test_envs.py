@@ -335,3 +335,42 @@ def test_state_envs_need_no_backend(unset_gl):
     assert os.environ["MUJOCO_GL"] == "disabled"
     with pytest.raises(envs.RenderingUnavailableError):
         dmc._use_gl_backend("pixels")
+
+
+# ----------------------------------------------------------------------------- worker pool
+def test_env_pool_steps_like_environments_in_this_process():
+    """Two pixel environments in worker processes, stepped in parallel (and one remade with
+    a new seed), give exactly the observations and rewards of the same environments here."""
+    kwargs = [dict(task="cartpole_swingup", seed=seed, image_size=32, action_repeat=4)
+              for seed in (3, 4)]
+    pool = envs.EnvPool(kwargs)
+    try:
+        local = [envs.make(**k) for k in kwargs]
+        assert pool.observation_spec == local[0].observation_spec()
+        assert pool.action_spec == local[0].action_spec() and pool.action_repeat == 4
+        rng = np.random.default_rng(0)
+
+        def compare(got, want):
+            for g, w in zip(got, want, strict=True):
+                assert g.step_type == w.step_type
+                np.testing.assert_array_equal(g.observation, w.observation)
+                assert g.reward == w.reward and g.discount == w.discount
+
+        compare(pool.reset(), [env.reset() for env in local])
+        for _ in range(5):
+            actions = rng.uniform(-1, 1, (2, 1)).astype(np.float32)
+            pool.step_async(actions)
+            compare(pool.step_wait(), [env.step(a) for env, a in zip(local, actions)])
+        np.testing.assert_array_equal(pool.call(1, "render", 48), local[1].render(48))
+        pool.remake([{"seed": 7}, {"seed": 8}])
+        local = [envs.make(**{**k, "seed": seed}) for k, seed in zip(kwargs, (7, 8))]
+        compare(pool.reset(), [env.reset() for env in local])
+        with pytest.raises(RuntimeError, match="without step_async"):
+            pool.step_wait()
+    finally:
+        pool.close()
+
+
+def test_env_pool_reports_a_worker_error_with_its_traceback():
+    with pytest.raises(envs.EnvWorkerError, match="seed must be an integer"):
+        envs.EnvPool([dict(task="cartpole_swingup", seed=-1, obs_type="state")])

@@ -1,0 +1,156 @@
+"""Environments in worker processes: stepping and rendering run beside the learner.
+
+    pool = envs.EnvPool([dict(task="walker_walk", seed=s) for s in (1, 2)])
+    timesteps = pool.reset()                     # one TimeStep per environment
+    pool.step_async(actions)                     # [N, A]: all step in parallel ...
+    ...                                          # ... while this process does other work
+    timesteps = pool.step_wait()
+
+Each worker builds its environment with `envs.make(**kwargs)` in a spawned process and
+steps it on request, so N environments step in parallel and the caller can overlap them
+with its own work (the launcher overlaps them with the update). Values are exactly those
+of the same environments in this process. Workers ignore SIGINT (the parent decides when
+to stop), and exit when the parent closes the pool or dies.
+"""
+import multiprocessing
+import signal
+import traceback
+from typing import Any, Sequence
+
+import dm_env
+import numpy as np
+
+
+def _serve(connection, make_kwargs: dict) -> None:
+    """Worker main loop: build the environment, then answer commands until 'close'."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from envs.dmc import make
+    try:
+        env = make(**make_kwargs)
+        connection.send(("ok", (env.observation_spec(), env.action_spec(),
+                                env.action_repeat)))
+    except Exception:  # noqa: BLE001 - reported to the parent, which raises it
+        connection.send(("error", traceback.format_exc()))
+        return
+    while True:
+        try:
+            command, argument = connection.recv()
+        except (EOFError, OSError):   # the parent is gone
+            return
+        if command == "close":
+            env.close()
+            connection.send(("ok", None))
+            return
+        try:
+            if command == "remake":      # the same kind of environment, new settings
+                env.close()
+                env = make(**{**make_kwargs, **argument})
+                result = None
+            elif command == "reset":
+                result = env.reset()
+            elif command == "step":
+                result = env.step(argument)
+            elif command == "render":
+                result = env.render(argument)
+            else:
+                raise ValueError(f"unknown command {command!r}")
+            connection.send(("ok", result))
+        except Exception:  # noqa: BLE001
+            connection.send(("error", traceback.format_exc()))
+
+
+class EnvWorkerError(RuntimeError):
+    """An environment raised in its worker process (the message holds its traceback)."""
+
+
+class EnvPool:
+    """N environments, each in its own worker process, stepped in parallel."""
+
+    def __init__(self, make_kwargs: Sequence[dict[str, Any]]):
+        context = multiprocessing.get_context("spawn")
+        self._connections, self._processes = [], []
+        for kwargs in make_kwargs:
+            parent, child = context.Pipe()
+            process = context.Process(target=_serve, args=(child, dict(kwargs)), daemon=True)
+            process.start()
+            child.close()
+            self._connections.append(parent)
+            self._processes.append(process)
+        self._pending = False
+        try:
+            specs = self._receive_all()
+        except EnvWorkerError:
+            self.close()
+            raise
+        self.observation_spec, self.action_spec, self.action_repeat = specs[0]
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    def _send_all(self, command: str, arguments: Sequence[Any]) -> None:
+        for connection, argument in zip(self._connections, arguments, strict=True):
+            connection.send((command, argument))
+
+    def _receive_all(self) -> list[Any]:
+        results, errors = [], []
+        for index, connection in enumerate(self._connections):
+            try:
+                status, value = connection.recv()
+            except (EOFError, OSError):
+                status, value = "error", f"worker {index} exited unexpectedly"
+            (results if status == "ok" else errors).append(value)
+        if errors:
+            raise EnvWorkerError("environment worker failed:\n" + errors[0])
+        return results
+
+    def reset(self) -> list[dm_env.TimeStep]:
+        """Resets every environment; their first TimeSteps."""
+        self._send_all("reset", [None] * len(self))
+        return self._receive_all()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Starts every environment's step; actions: [N, A]. Collect with step_wait()."""
+        if self._pending:
+            raise RuntimeError("step_async called twice without step_wait")
+        self._send_all("step", list(np.asarray(actions)))
+        self._pending = True
+
+    def step_wait(self) -> list[dm_env.TimeStep]:
+        """The TimeSteps of the steps started by step_async."""
+        if not self._pending:
+            raise RuntimeError("step_wait called without step_async")
+        self._pending = False
+        return self._receive_all()
+
+    def step(self, actions: np.ndarray) -> list[dm_env.TimeStep]:
+        self.step_async(actions)
+        return self.step_wait()
+
+    def remake(self, changes: Sequence[dict[str, Any]]) -> None:
+        """Rebuilds environment i with its make() arguments updated by changes[i] (e.g. a
+        new seed), in its worker."""
+        self._send_all("remake", changes)
+        self._receive_all()
+
+    def call(self, index: int, command: str, argument: Any = None) -> Any:
+        """Runs one command ('reset', 'step', 'render') on environment `index` alone."""
+        self._connections[index].send((command, argument))
+        status, value = self._connections[index].recv()
+        if status != "ok":
+            raise EnvWorkerError("environment worker failed:\n" + value)
+        return value
+
+    def close(self) -> None:
+        """Stops the workers (idempotent)."""
+        for connection in self._connections:
+            try:
+                connection.send(("close", None))
+            except (BrokenPipeError, OSError):
+                pass
+        for process in self._processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+        for connection in self._connections:
+            connection.close()
+        self._connections, self._processes = [], []
