@@ -20,6 +20,7 @@ AUGS = ("shift", "none")
 CRITICS = ("twin", "gpl")
 MLPS = ("plain", "d2rl")
 OBS_TYPES = ("pixels", "state")
+REPLAYS = ("host", "device")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +85,8 @@ class Config:
     optimism_decay_steps: int = 1
     # Replay and schedule (frames are env steps before action repeat).
     replay_capacity: int = 1_000_000    # transitions
+    replay: str = "host"                # host, or device: frames mirrored on the accelerator,
+                                        # stacks and n-step returns gathered inside the update
     num_seed_frames: int = 4000         # uniform random actions, no updates
     eval_every_frames: int = 10_000
     num_eval_episodes: int = 10
@@ -183,7 +186,8 @@ def validate(config: Config) -> list[str]:
     """Every problem with `config` as a short message (empty list when it is valid)."""
     errors = []
     for field, choices in (("base", BASES), ("encoder", ENCODERS), ("aug", AUGS),
-                           ("critic", CRITICS), ("mlp", MLPS), ("obs_type", OBS_TYPES)):
+                           ("critic", CRITICS), ("mlp", MLPS), ("obs_type", OBS_TYPES),
+                           ("replay", REPLAYS)):
         if getattr(config, field) not in choices:
             errors.append(_choice_error(field, getattr(config, field), choices))
     for name in FIELD_NAMES:

@@ -68,10 +68,13 @@ class Learner:
     """The jitted, sharded, fused update of one agent on a device mesh."""
 
     def __init__(self, agent: Agent, mesh: Mesh, updates_per_call: int = 1,
-                 num_seeds: int | None = None, donate: bool | None = None):
+                 num_seeds: int | None = None, donate: bool | None = None,
+                 gather: Callable | None = None):
         """num_seeds: None for one agent; K for K agents stacked on a leading seed axis.
         donate: reuse the old state's buffers for the new one (default: not on CPU, where
-        XLA does not use donations)."""
+        XLA does not use donations).
+        gather: for replay on the device, `gather(arrays, starts [B]) -> Batch` (e.g.
+        replay.gather with its layout bound); then `update_from_replay` is available."""
         self.agent, self.mesh, self.updates_per_call = agent, mesh, updates_per_call
         self.num_seeds = num_seeds
         self.num_devices = mesh.devices.size
@@ -80,14 +83,27 @@ class Learner:
             raise ValueError(f"batch_size={batch_size} must be divisible by the number of "
                              f"devices ({self.num_devices}) to split it between them")
         self.state_sharding = NamedSharding(mesh, PartitionSpec())
-        update = fuse_updates(agent.update, updates_per_call)
+        fused = fuse_updates(agent.update, updates_per_call)
+        update = fused
+
+        def update_from_replay(state, arrays, starts, key):
+            """Gathers batches [U, B, ...] from device replay arrays at starts [U, B]."""
+            return fused(state, jax.vmap(lambda s: gather(arrays, s))(starts), key)
+
         if num_seeds is None:   # batches [U, B, ...]
             self.batch_sharding = NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
         else:                   # state [K, ...], batches [U, K, B, ...], keys [K]
             update = jax.vmap(update, in_axes=(0, 1, 0))
+            update_from_replay = jax.vmap(update_from_replay, in_axes=(0, 0, 1, 0))
             self.batch_sharding = NamedSharding(mesh, PartitionSpec(None, None, DATA_AXIS))
         if donate is None:
             donate = jax.default_backend() != "cpu"
+        self._update_from_replay = None if gather is None else jax.jit(
+            update_from_replay,
+            in_shardings=(self.state_sharding, self.state_sharding, self.batch_sharding,
+                          self.state_sharding),
+            out_shardings=(self.state_sharding, self.state_sharding),
+            donate_argnums=(0,) if donate else ())
         self._update = jax.jit(
             update,
             in_shardings=(self.state_sharding, self.batch_sharding, self.state_sharding),
@@ -104,6 +120,19 @@ class Learner:
         return jax.tree.map(
             lambda x: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(x)),
             batches)
+
+    def put_starts(self, starts: np.ndarray) -> jax.Array:
+        """Host start indices [U, (K,) B_local] -> the global [U, (K,) B] split over the mesh."""
+        return jax.make_array_from_process_local_data(self.batch_sharding,
+                                                      np.asarray(starts, np.int32))
+
+    def update_from_replay(self, state: AgentState, arrays: dict, starts: jax.Array,
+                           key: jax.Array) -> tuple[AgentState, Metrics]:
+        """`update` on the batches gathered inside the same jitted call from device replay
+        arrays ([C, ...], or [K, C, ...] with num_seeds) at start indices [U, (K,) B]."""
+        if self._update_from_replay is None:
+            raise ValueError("this Learner was built without a gather function")
+        return self._update_from_replay(state, arrays, starts, key)
 
     def update(self, state: AgentState, batches: Batch,
                key: jax.Array) -> tuple[AgentState, Metrics]:

@@ -15,6 +15,7 @@ from agents.config import Config
 from agents.learner import Learner, make_mesh
 from launch.checkpointing import RunCheckpointer
 from launch.run_logging import CsvLog, Progress, TensorBoard, save_video
+import replay as replay_lib
 from replay import Batch, ReplayBuffer
 
 TRAIN_COLUMNS = ["frame", "step", "episode", "episode_return", "episode_length", "fps",
@@ -158,8 +159,15 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
         folded = fold_in(keys, step)
         return folded if stacked else folded[0]
 
+    on_device = config.replay == "device"
+    layout = replay_lib.layout_of(replays[0])
     learner = Learner(agent, make_mesh(num_devices), updates_per_call,
-                      num_seeds=num_seeds if stacked else None)
+                      num_seeds=num_seeds if stacked else None,
+                      gather=functools.partial(replay_lib.gather, layout=layout))
+    # replay='device': every timestep is copied once to the accelerator and batches are
+    # gathered inside the update from start indices the host draws.
+    device_replay = (replay_lib.DeviceReplay(replays if stacked else replays[0],
+                                             learner.state_sharding) if on_device else None)
     # Eager on purpose: on XLA:CPU (jax 0.10.2) a jitted init of 1024-wide networks does not
     # finish in reasonable time; eager init is reliable.
     state = learner.put_state(jax.vmap(agent.init)(init_keys) if stacked
@@ -304,15 +312,27 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
                     and step % (config.update_every_steps * updates_per_call) == 0):
                 replay_ready = replay_ready or replays[0].num_transitions > 0
                 if replay_ready:  # U updates on U batches per seed, in one call
-                    batches = [jax.tree.map(
-                        lambda x: x.reshape(updates_per_call, config.batch_size, *x.shape[1:]),
-                        replay.sample(updates_per_call * config.batch_size,
-                                      np.random.default_rng([seed, step])))
-                        for seed, replay in zip(seeds, replays)]
-                    batches = (jax.tree.map(lambda *x: np.stack(x, axis=1), *batches)
-                               if stacked else batches[0])                 # [U, (K,) B, ...]
-                    state, update_metrics = learner.update(
-                        state, learner.put_batch(batches), lane_keys(update_keys, step))
+                    starts = [replay.sample_indices(updates_per_call * config.batch_size,
+                                                    np.random.default_rng([seed, step]))
+                              for seed, replay in zip(seeds, replays)]
+                    if on_device:
+                        device_replay.sync()
+                        starts = np.stack([s.reshape(updates_per_call, config.batch_size)
+                                           for s in starts], axis=1 if stacked else 0)
+                        if not stacked:
+                            starts = starts[0]                              # [U, (K,) B]
+                        state, update_metrics = learner.update_from_replay(
+                            state, device_replay.arrays, learner.put_starts(starts),
+                            lane_keys(update_keys, step))
+                    else:
+                        batches = [jax.tree.map(
+                            lambda x: x.reshape(updates_per_call, config.batch_size,
+                                                *x.shape[1:]), replay.gather(s))
+                            for s, replay in zip(starts, replays)]
+                        batches = (jax.tree.map(lambda *x: np.stack(x, axis=1), *batches)
+                                   if stacked else batches[0])             # [U, (K,) B, ...]
+                        state, update_metrics = learner.update(
+                            state, learner.put_batch(batches), lane_keys(update_keys, step))
                     metrics.add(step, update_metrics)
             timesteps = train_pool.step_wait()
             for index, (replay, timestep) in enumerate(zip(replays, timesteps)):

@@ -48,7 +48,8 @@ def patch_conv(lhs: jnp.ndarray, rhs: jnp.ndarray, window_strides, padding,
     Same signature and values as `jax.lax.conv_general_dilated` for what the encoders use
     (VALID padding, no dilation, one group). XLA:CPU runs its convolutions on one core but
     its matrix products on all of them, so on CPU this is about twice as fast, forward and
-    backward; on GPU and TPU the native convolution is used (see `_conv_for_backend`).
+    backward for the encoder's large convolutions; small ones, and every convolution on
+    GPU and TPU, use the native one (see `_conv_for_backend`).
     """
     del dimension_numbers  # flax passes NHWC / HWIO, the only layout used here
     valid = padding == "VALID" or all(tuple(pad) == (0, 0) for pad in padding)
@@ -66,9 +67,20 @@ def patch_conv(lhs: jnp.ndarray, rhs: jnp.ndarray, window_strides, padding,
                       precision=precision)
 
 
-def _conv_for_backend():
-    """`patch_conv` on CPU, XLA's native convolution elsewhere (chosen at trace time)."""
-    return patch_conv if jax.default_backend() == "cpu" else jax.lax.conv_general_dilated
+# Below this many output positions (batch x height x width) a convolution is too small for
+# the patch product to pay off, and XLA's native convolution compiles faster.
+PATCH_CONV_MIN_POSITIONS = 4096
+
+
+def _conv_for_backend(lhs, rhs, window_strides, padding, **kwargs) -> jnp.ndarray:
+    """`patch_conv` for large convolutions on CPU, XLA's native convolution otherwise
+    (chosen at trace time from the backend and the static shapes)."""
+    out_h = (lhs.shape[1] - rhs.shape[0]) // window_strides[0] + 1
+    out_w = (lhs.shape[2] - rhs.shape[1]) // window_strides[1] + 1
+    if (jax.default_backend() == "cpu"
+            and lhs.shape[0] * out_h * out_w >= PATCH_CONV_MIN_POSITIONS):
+        return patch_conv(lhs, rhs, window_strides, padding, **kwargs)
+    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
 
 
 def normalize_pixels(obs: jnp.ndarray, centered: bool) -> jnp.ndarray:
@@ -94,7 +106,7 @@ class ConvEncoder(nn.Module):
             stride = 2 if layer == 0 else 1
             x = nn.Conv(CONV_CHANNELS, (3, 3), strides=(stride, stride), padding="VALID",
                         kernel_init=conv_kernel_init, bias_init=bias_init,
-                        conv_general_dilated=_conv_for_backend())(x)
+                        conv_general_dilated=_conv_for_backend)(x)
             x = nn.relu(x)
             if lix_context is not None:
                 x = lix(x, lix_context.max_shift, jax.random.fold_in(lix_context.key, layer),

@@ -1,5 +1,7 @@
-"""Frame-deduplicated n-step replay and the Batch type a learner consumes."""
+"""Frame-deduplicated n-step replay (on the host, mirrored on the device) and the Batch
+type a learner consumes."""
 from replay.batch import Batch
 from replay.buffer import ReplayBuffer
+from replay.device import DeviceReplay, Layout, gather, layout_of
 
-__all__ = ["Batch", "ReplayBuffer"]
+__all__ = ["Batch", "DeviceReplay", "Layout", "ReplayBuffer", "gather", "layout_of"]

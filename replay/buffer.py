@@ -137,6 +137,11 @@ class ReplayBuffer:
         return self._frame_stack
 
     @property
+    def pixels(self) -> bool:
+        """Whether observations are stacked uint8 frames (stored one frame per timestep)."""
+        return self._pixels
+
+    @property
     def num_added(self) -> int:
         """Timesteps added since creation; the global index of the next one."""
         return self._num_added
@@ -226,6 +231,11 @@ class ReplayBuffer:
           batch_size: B.
           rng: a seed or a numpy Generator (advanced in place).
         """
+        return self._gather(self.sample_indices(batch_size, rng))
+
+    def sample_indices(self, batch_size: int, rng: int | np.random.Generator) -> np.ndarray:
+        """The global start indices int64 [B] that `sample` draws with this rng (for
+        gathering elsewhere, e.g. on the device: replay.DeviceReplay)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         rng = np.random.default_rng(rng)
@@ -246,7 +256,7 @@ class ReplayBuffer:
             if valid.size == 0:
                 raise ValueError(self._nothing_to_sample())
             chosen.append(rng.choice(valid, size=needed))
-        return self._gather(np.concatenate(chosen))
+        return np.concatenate(chosen)
 
     def _nothing_to_sample(self) -> str:
         return (f"no transition can be sampled yet: {len(self)} timesteps stored, and a "
@@ -287,6 +297,11 @@ class ReplayBuffer:
         return stacked
 
     # ----------------------------------------------------------------- checkpoints
+    def storage_arrays(self) -> dict[str, np.ndarray]:
+        """The storage rings (views): observations [C, ...] (one frame per timestep for
+        pixels), actions [C, A], rewards, discounts [C], episode_positions [C]."""
+        return self._storage()
+
     def _storage(self) -> dict[str, np.ndarray]:
         return {"observations": self._observations, "actions": self._actions,
                 "rewards": self._rewards, "discounts": self._discounts,

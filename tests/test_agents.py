@@ -317,3 +317,21 @@ def test_config_errors_name_the_valid_choices():
         agents.build_config("drqv2", aug="crop")
     with pytest.raises(ValueError, match="frame_stack=0 must be >= 1"):
         agents.build_config("drqv2", frame_stack=0)
+
+
+def test_encoder_uses_patch_conv_for_large_convolutions_on_cpu_with_the_same_values():
+    """At or above PATCH_CONV_MIN_POSITIONS output positions the encoder's CPU convolutions
+    are patch products; below it they are native; the features equal numpy's either way."""
+    from networks import encoders
+    encoder = networks.ConvEncoder()
+    rng = np.random.default_rng(3)
+    params = encoder.init(jax.random.key(0), np.zeros((1, 48, 48, 9), np.uint8))
+    big = rng.integers(0, 256, (16, 48, 48, 9), dtype=np.uint8)     # maps 23, 21, 19, 17
+    small = rng.integers(0, 256, (1, 20, 20, 9), dtype=np.uint8)
+    assert 16 * 17 * 17 >= encoders.PATCH_CONV_MIN_POSITIONS > 1 * 9 * 9
+    for obs, native_convolutions in ((big, 0), (small, 4)):
+        lowered = jax.jit(encoder.apply).lower(params, obs).as_text()
+        assert lowered.count("stablehlo.convolution") == native_convolutions
+        np.testing.assert_allclose(encoder.apply(params, obs),
+                                   ref.conv_encoder(ref.np_params(params), obs, True),
+                                   rtol=1e-4, atol=1e-5)

@@ -167,3 +167,38 @@ def test_vmapped_seeds_equal_separate_single_seed_updates():
                                           update_keys[seed])
         assert_trees_close(jax.tree.map(lambda x: x[seed], got_state), want_state)
         assert_trees_close(jax.tree.map(lambda x: x[seed], got_metrics), want_metrics)
+
+
+def test_update_from_device_replay_equals_the_update_on_host_batches():
+    """replay='device': batches gathered inside the jitted update from the device copy give
+    the same new state as host batches of the same start indices (K = 2 seeds, U = 2)."""
+    import dm_env
+    from replay import DeviceReplay, ReplayBuffer, gather
+    import functools
+    agent = agents.make("drqv2", PIXEL_SPEC, ACTION_SPEC, **TINY)
+    rng = np.random.default_rng(8)
+    buffers = []
+    for _ in range(2):
+        buffer = ReplayBuffer(PIXEL_SPEC, ACTION_SPEC, capacity=30, nstep=3, discount=0.99)
+        for t in range(40):   # wraps the 30-slot ring; episodes of 12 steps
+            obs = rng.integers(0, 256, PIXEL_SPEC.shape, dtype=np.uint8)
+            if t % 13 == 0:
+                buffer.add(dm_env.restart(obs))
+            else:
+                buffer.add(dm_env.transition(np.float32(rng.random()), obs),
+                           rng.uniform(-1, 1, 2).astype(np.float32))
+        buffers.append(buffer)
+    device = DeviceReplay(buffers)
+    device.sync()
+    starts = np.stack([b.sample_indices(2 * BATCH, rng).reshape(2, BATCH) for b in buffers],
+                      axis=1)                                                # [U, K, B]
+    learner = Learner(agent, make_mesh(2), updates_per_call=2, num_seeds=2,
+                      gather=functools.partial(gather, layout=device.layout))
+    states = learner.put_state(jax.vmap(agent.init)(jax.random.split(jax.random.key(0), 2)))
+    keys = jax.random.split(jax.random.key(1), 2)
+    got, _ = learner.update_from_replay(states, device.arrays, learner.put_starts(starts), keys)
+    host = [jax.tree.map(lambda x: x.reshape(2, BATCH, *x.shape[1:]),
+                         b.gather(starts[:, k].reshape(-1))) for k, b in enumerate(buffers)]
+    batches = jax.tree.map(lambda *x: np.stack(x, axis=1), *host)
+    want, _ = learner.update(states, learner.put_batch(batches), keys)
+    assert_trees_close(got, want, rtol=1e-5, atol=1e-6)

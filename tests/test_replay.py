@@ -438,3 +438,47 @@ def test_unwritten_slot_is_not_read_in_full_ring():
     assert 12 not in buf.sampleable_indices().tolist()
     with pytest.raises(ValueError, match="not sampleable"):
         buf.gather([12])
+
+
+# ----------------------------------------------------------------------------- device replay
+@pytest.mark.parametrize("pixels", [True, False])
+def test_device_gather_equals_the_host_batch_for_the_same_indices(pixels):
+    """Frames mirrored on the device and gathered inside jit give exactly the host batch,
+    across episode boundaries and ring wraparound, before and after more adds."""
+    import jax
+    from replay import DeviceReplay, gather
+    rng = np.random.default_rng(0)
+    if pixels:
+        obs_spec = specs.Array((6, 6, 9), np.uint8)
+        observe = lambda: rng.integers(0, 256, (6, 6, 9), dtype=np.uint8)
+    else:
+        obs_spec = specs.Array((4,), np.float32)
+        observe = lambda: rng.normal(size=4).astype(np.float32)
+    action_spec = specs.BoundedArray((2,), np.float32, -1, 1)
+    buffer = replay.ReplayBuffer(obs_spec, action_spec, capacity=40, nstep=3, discount=0.9)
+    device = DeviceReplay(buffer)
+    jitted_gather = jax.jit(gather, static_argnums=2)
+
+    def add_episode(length: int, discount_at_end: float) -> None:
+        buffer.add(dm_env.restart(observe()))
+        for t in range(length):
+            action = rng.uniform(-1, 1, 2).astype(np.float32)
+            if t == length - 1:
+                timestep = dm_env.TimeStep(dm_env.StepType.LAST, np.float32(rng.random()),
+                                           np.float32(discount_at_end), observe())
+            else:
+                timestep = dm_env.transition(np.float32(rng.random()), observe(),
+                                             np.float32(rng.uniform(0.5, 1)))
+            buffer.add(timestep, action)
+
+    for round_, (length, end) in enumerate([(7, 0.0), (12, 1.0), (9, 0.0), (25, 1.0)]):
+        add_episode(length, end)
+        device.sync()
+        starts = buffer.sample_indices(16, rng)
+        want = buffer.gather(starts)
+        got = jitted_gather(device.arrays, jax.numpy.asarray(starts), device.layout)
+        for name, g, w in zip(want._fields, got, want):
+            np.testing.assert_allclose(np.asarray(g), w, rtol=1e-6, err_msg=f"{name} {round_}")
+    assert buffer.num_added > buffer.capacity          # the ring wrapped
+    for g, w in zip(buffer.sample(16, 5), buffer.gather(buffer.sample_indices(16, 5))):
+        np.testing.assert_array_equal(g, w)            # sample = gather(sample_indices)

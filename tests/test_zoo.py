@@ -177,7 +177,8 @@ def test_nonsense_combinations_are_refused_with_the_valid_values():
 
 
 PRESET_RUNS = [(name, {}) for name in ("drqv2", "flare", "alix", "gpl", "d2rl", "drq")] + [
-    ("alix", dict(encoder="flare", critic="gpl", num_critics=3, mlp="d2rl"))]
+    ("alix", dict(encoder="flare", critic="gpl", num_critics=3, mlp="d2rl", replay="device",
+                  updates_per_call=2))]
 
 
 @pytest.mark.parametrize("name, overrides", PRESET_RUNS)
@@ -188,6 +189,8 @@ def test_every_preset_and_a_full_combination_train_end_to_end(tmp_path, name, ov
     config = agents.build_config(name, task="cartpole_swingup", **{**values, **overrides})
     spec = {"agent": name, "task": "cartpole_swingup", "seed": 0, "num_frames": 400,
             "config": config.to_dict()}
+    if overrides:  # the full combination: two vmapped seeds, replay on the device, fused
+        spec["num_seeds"] = 2
     assert loop.train(spec, str(tmp_path), should_stop=lambda: False)
     if overrides:  # the full combination also resumes (beta and P round-trip through orbax)
         spec["num_frames"] = 480
