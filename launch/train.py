@@ -110,7 +110,9 @@ def _spec_differences(saved: dict[str, Any], spec: dict[str, Any]) -> list[str]:
     old, new = flat(saved), flat(spec)
     defaults = {f"config.{k}": v for k, v in Config().to_dict().items()}
     # A field added after the run started counts as its default value.
-    old.update({k: v for k, v in {**defaults, "num_seeds": 1}.items() if k not in old})
+    for flat_spec in (old, new):
+        flat_spec.update({k: v for k, v in {**defaults, "num_seeds": 1}.items()
+                          if k not in flat_spec})
     return [f"{key} (saved {old.get(key)!r}, now {new.get(key)!r})"
             for key in sorted(set(old) | set(new))
             if key != "num_frames" and old.get(key) != new.get(key)]

@@ -1,9 +1,9 @@
 """Suite-wide setup, before anything imports jax: two CPU devices, and one JAX persistent
 compilation cache for the whole test session.
 
-Two devices: XLA_FLAGS=--xla_force_host_platform_device_count=2 gives this process and the
-`launch.train` subprocesses it starts (they inherit the environment) two CPU devices, so the
-data-parallel learner is exercised on every launch; jit without shardings still runs on one.
+Two devices: XLA_FLAGS=--xla_force_host_platform_device_count=2 gives this process two CPU
+devices, so the data-parallel learner (and every in-process training run) is exercised on
+a mesh; jit without shardings still runs on one. Subprocesses keep one device.
 
 The cache: most of the suite's time on a 2-core CPU is XLA compiling the same small programs
 again (every `agents.make` builds fresh functions, every subprocess starts cold, and eager
@@ -18,12 +18,22 @@ import tempfile
 
 NUM_TEST_DEVICES = 2
 
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_"
-                               f"device_count={NUM_TEST_DEVICES}").strip()
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _cache_dir = tempfile.mkdtemp(prefix="pixelzoo-tests-jax-cache-")
     atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+_user_xla_flags = os.environ.get("XLA_FLAGS")
+if "xla_force_host_platform_device_count" not in (_user_xla_flags or ""):
+    os.environ["XLA_FLAGS"] = ((_user_xla_flags or "") + " --xla_force_host_platform_"
+                               f"device_count={NUM_TEST_DEVICES}").strip()
+    import jax  # noqa: E402 - XLA reads the flag when the backend starts, here
+    assert jax.device_count() == NUM_TEST_DEVICES
+    # Subprocesses (launch.train, the sweep's runs) get one device again: two devices
+    # there would only add compile time; the sharded learner is tested in this process.
+    if _user_xla_flags is None:
+        del os.environ["XLA_FLAGS"]
+    else:
+        os.environ["XLA_FLAGS"] = _user_xla_flags

@@ -149,26 +149,6 @@ def test_two_processes_through_jax_distributed_end_with_identical_parameters():
         np.testing.assert_allclose(params[0][name], value, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
-def test_vmapped_seeds_equal_separate_single_seed_updates():
-    """K agents in one vmapped, fused, sharded call = K separate updates with their keys."""
-    agent = agents.make("drqv2", STATE_SPEC, ACTION_SPEC, **TINY, obs_type="state",
-                        aug="none")
-    init_keys = jax.random.split(jax.random.key(5), 2)
-    update_keys = jax.random.split(jax.random.key(6), 2)
-    batches = random_batches(7, STATE_SPEC, (2, 2, BATCH))               # [U, K, B, ...]
-    learner = Learner(agent, make_mesh(2), updates_per_call=2, num_seeds=2)
-    stacked = learner.put_state(jax.vmap(agent.init)(init_keys))
-    got_state, got_metrics = learner.update(stacked, learner.put_batch(batches), update_keys)
-    assert got_metrics["critic_loss"].shape == (2,)
-    single = jax.jit(fuse_updates(agent.update, 2))
-    for seed in range(2):
-        want_state, want_metrics = single(agent.init(init_keys[seed]),
-                                          jax.tree.map(lambda x: x[:, seed], batches),
-                                          update_keys[seed])
-        assert_trees_close(jax.tree.map(lambda x: x[seed], got_state), want_state)
-        assert_trees_close(jax.tree.map(lambda x: x[seed], got_metrics), want_metrics)
-
-
 def test_update_from_device_replay_equals_the_update_on_host_batches():
     """replay='device': batches gathered inside the jitted update from the device copy give
     the same new state as host batches of the same start indices (K = 2 seeds, U = 2)."""

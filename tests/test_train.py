@@ -101,19 +101,14 @@ def test_sigkill_then_resume_continues_from_the_last_complete_checkpoint(tmp_pat
     assert {"critic_loss", "actor_loss", "q_mean"} <= set(header)
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir))
 
-    # Extending num_frames resumes; changing anything else is refused, naming the field.
+    # Changing anything but num_frames is refused, naming the fields (extending num_frames
+    # on resume is exercised by the in-process resumes of test_zoo and test_learner).
     config_before = (workdir / "config.json").read_text()
     code, _, stderr = launch(workdir, *TINY_RUN, "--num_frames=3200", "--config.lr=0.001",
                              "--seed=5")
     assert code == 2
     assert "config.lr (saved 0.0001, now 0.001)" in stderr and "seed (saved 1, now 5)" in stderr
     assert (workdir / "config.json").read_text() == config_before
-    code, stdout, stderr = launch(workdir, *TINY_RUN, "--num_frames=2800")
-    assert code == 0, stderr[-3000:]
-    assert "resumed from checkpoint at frame 2,400" in stdout
-    assert json.loads((workdir / "config.json").read_text())["num_frames"] == 2800
-    assert RunCheckpointer(str(checkpoints)).latest_frame() == 2800
-    assert [int(r["frame"]) for r in read_csv(workdir / "eval.csv")] == [0, 1200, 2400, 2800]
 
 
 def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
@@ -202,9 +197,10 @@ def test_checkpoint_round_trips_agent_state_and_replay_exactly(tmp_path):
         np.testing.assert_array_equal(got, want)
 
 
-def test_num_seeds_trains_the_agents_of_separate_single_seed_runs_and_resumes(tmp_path):
+def test_num_seeds_trains_the_agents_of_separate_single_seed_runs(tmp_path):
     """K vmapped seeds in one run reach the states of K single-seed runs with the same keys,
-    env seeds and samples; the CSVs tell the seeds apart; a resume restores every seed."""
+    env seeds and samples, and the CSVs tell the seeds apart (test_zoo's full combination
+    resumes a two-seed run)."""
     spec = tiny_spec(obs_type="state", aug="none", eval_every_frames=400)
     spec.update(num_frames=400)
     singles = []
@@ -237,15 +233,7 @@ def test_num_seeds_trains_the_agents_of_separate_single_seed_runs_and_resumes(tm
         np.testing.assert_allclose([float(r["episode_return"]) for r in got_eval],
                                    [float(r["episode_return"]) for r in want_eval], rtol=1e-3)
 
-    # Resume both seeds to 1400 frames: each seed's rows continue without duplicates (the
-    # resumed run starts a fresh episode at frame 400, ending at 1400).
-    assert loop.train({**spec, "seed": 0, "num_seeds": 2, "num_frames": 1400}, multi,
-                      should_stop=lambda: False)
-    rows = read_csv(f"{multi}/eval.csv")
-    assert [(r["frame"], r["seed"]) for r in rows] == [
-        (frame, seed) for frame in ("0", "400", "800", "1200", "1400") for seed in ("0", "1")]
-    train_rows = read_csv(f"{multi}/train.csv")
-    assert [(r["frame"], r["seed"]) for r in train_rows] == [("1400", "0"), ("1400", "1")]
+    assert "seed" in (tmp_path / "multi" / "train.csv").read_text().splitlines()[0].split(",")
 
 
 def _state_specs():
@@ -262,7 +250,7 @@ def test_drqv2_from_state_learns_cartpole_balance(tmp_path):
                      num_eval_episodes=2, checkpoint_every_frames=100_000,
                      log_every_frames=100_000, replay_capacity=100_000)
     spec.update(task="cartpole_balance", num_frames=10_000)
-    assert loop.train(spec, str(tmp_path), should_stop=lambda: False)
+    assert loop.train(spec, str(tmp_path), should_stop=lambda: False, num_devices=1)
     evals = read_csv(tmp_path / "eval.csv")
     random_return, final_return = float(evals[0]["episode_return"]), float(evals[-1]["episode_return"])
     assert int(evals[-1]["frame"]) == 10_000
