@@ -1,7 +1,6 @@
 """launch.train end to end: bad input, SIGKILL and resume, SIGTERM, refused config changes,
 non-finite losses, orbax round trips, and one run that shows learning."""
 import csv
-import json
 import os
 import pathlib
 import signal
