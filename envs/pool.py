@@ -9,8 +9,8 @@
 Each worker builds its environment with `envs.make(**kwargs)` in a spawned process and
 steps it on request, so N environments step in parallel and the caller can overlap them
 with its own work (the launcher overlaps them with the update). Values are exactly those
-of the same environments in this process. Workers ignore SIGINT (the parent decides when
-to stop), and exit when the parent closes the pool or dies.
+of the same environments in this process. Workers ignore SIGINT and SIGTERM (the parent
+decides when to stop), and exit when the parent closes the pool or dies.
 """
 import multiprocessing
 import signal
@@ -23,7 +23,11 @@ import numpy as np
 
 def _serve(connection, make_kwargs: dict) -> None:
     """Worker main loop: build the environment, then answer commands until 'close'."""
+    # Ctrl-C (SIGINT) and SLURM/timeout (SIGTERM) reach the whole process group: the parent
+    # handles them (it saves a checkpoint, then closes the pool); a worker ends when told
+    # to, or when its pipe closes because the parent is gone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from envs.dmc import make
     try:
         env = make(**make_kwargs)

@@ -4,6 +4,7 @@ Values are checked against raw dm_control environments with the same seed. Image
 small (32 px) and state environments are used wherever pixels are not the point.
 """
 import os
+import signal
 
 from dm_env import specs
 import dm_env
@@ -362,6 +363,12 @@ def test_env_pool_steps_like_environments_in_this_process():
             pool.step_async(actions)
             compare(pool.step_wait(), [env.step(a) for env, a in zip(local, actions)])
         np.testing.assert_array_equal(pool.call(1, "render", 48), local[1].render(48))
+        # A signal to the whole process group is the parent's to handle: workers stay up.
+        for process in pool._processes:
+            os.kill(process.pid, signal.SIGTERM)
+            os.kill(process.pid, signal.SIGINT)
+        actions = rng.uniform(-1, 1, (2, 1)).astype(np.float32)
+        compare(pool.step(actions), [env.step(a) for env, a in zip(local, actions)])
         pool.remake([{"seed": 7}, {"seed": 8}])
         local = [envs.make(**{**k, "seed": seed}) for k, seed in zip(kwargs, (7, 8))]
         compare(pool.reset(), [env.reset() for env in local])
