@@ -312,10 +312,10 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
                     and step % (config.update_every_steps * updates_per_call) == 0):
                 replay_ready = replay_ready or replays[0].num_transitions > 0
                 if replay_ready:  # U updates on U batches per seed, in one call
-                    starts = [replay.sample_indices(updates_per_call * config.batch_size,
-                                                    np.random.default_rng([seed, step]))
-                              for seed, replay in zip(seeds, replays)]
+                    size = updates_per_call * config.batch_size
                     if on_device:
+                        starts = [replay.sample_indices(size, np.random.default_rng([seed, step]))
+                                  for seed, replay in zip(seeds, replays)]
                         device_replay.sync()
                         starts = np.stack([s.reshape(updates_per_call, config.batch_size)
                                            for s in starts], axis=1 if stacked else 0)
@@ -327,8 +327,9 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
                     else:
                         batches = [jax.tree.map(
                             lambda x: x.reshape(updates_per_call, config.batch_size,
-                                                *x.shape[1:]), replay.gather(s))
-                            for s, replay in zip(starts, replays)]
+                                                *x.shape[1:]),
+                            replay.sample(size, np.random.default_rng([seed, step])))
+                            for seed, replay in zip(seeds, replays)]
                         batches = (jax.tree.map(lambda *x: np.stack(x, axis=1), *batches)
                                    if stacked else batches[0])             # [U, (K,) B, ...]
                         state, update_metrics = learner.update(
