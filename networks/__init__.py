@@ -1,13 +1,14 @@
 """Flax (linen) networks shared by every pixelzoo agent."""
 from networks.encoders import (ConvEncoder, FlareEncoder, LixContext, StateEncoder, conv_output_size,
-                               min_image_size, normalize_pixels, patch_conv)
+                               min_image_size, normalize_pixels, patch_conv,
+                               row_patch_conv)
 from networks.heads import CriticEnsemble, DeterministicActor, TanhGaussianActor, Trunk
 from networks.init import bias_init, conv_kernel_init, dense, dense_kernel_init
 from networks.mlp import MLP
 
 __all__ = [
     "ConvEncoder", "FlareEncoder", "LixContext", "StateEncoder", "conv_output_size", "min_image_size", "normalize_pixels",
-    "patch_conv",
+    "patch_conv", "row_patch_conv",
     "CriticEnsemble", "DeterministicActor", "TanhGaussianActor", "Trunk", "MLP", "dense",
     "dense_kernel_init", "conv_kernel_init", "bias_init",
 ]

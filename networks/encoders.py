@@ -1,6 +1,7 @@
 """Pixel encoders: the 4-layer conv encoder of DrQ / DrQ-v2 (ALGORITHMS.md section 0) and
 Flare's latent-flow encoder (section 5)."""
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -39,6 +40,15 @@ def min_image_size() -> int:
     return size
 
 
+def _check_plain_valid(padding, lhs_dilation, rhs_dilation, feature_group_count) -> None:
+    """Raises ValueError unless VALID padding, no dilation and one group."""
+    valid = padding == "VALID" or all(tuple(pad) == (0, 0) for pad in padding)
+    if not valid or feature_group_count != 1 or any(
+            d not in (None, 1) for dims in (lhs_dilation, rhs_dilation) for d in (dims or ())):
+        raise ValueError("the patch convolutions support VALID padding, no dilation and one "
+                         "group")
+
+
 def patch_conv(lhs: jnp.ndarray, rhs: jnp.ndarray, window_strides, padding,
                lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
                feature_group_count: int = 1, precision=None) -> jnp.ndarray:
@@ -47,15 +57,11 @@ def patch_conv(lhs: jnp.ndarray, rhs: jnp.ndarray, window_strides, padding,
     lhs: [B, H, W, Cin], rhs (HWIO kernel): [kh, kw, Cin, Cout] -> [B, H', W', Cout].
     Same signature and values as `jax.lax.conv_general_dilated` for what the encoders use
     (VALID padding, no dilation, one group). XLA:CPU runs its convolutions on one core but
-    its matrix products on all of them, so on CPU this is about twice as fast, forward and
-    backward for the encoder's large convolutions; small ones, and every convolution on
-    GPU and TPU, use the native one (see `_conv_for_backend`).
+    its matrix products on all of them, so on CPU this is about twice as fast as the native
+    convolution for the encoder's large stride-2 layer (see `_conv_for_backend`).
     """
     del dimension_numbers  # flax passes NHWC / HWIO, the only layout used here
-    valid = padding == "VALID" or all(tuple(pad) == (0, 0) for pad in padding)
-    if not valid or feature_group_count != 1 or any(
-            d not in (None, 1) for dims in (lhs_dilation, rhs_dilation) for d in (dims or ())):
-        raise ValueError("patch_conv supports VALID padding, no dilation and one group")
+    _check_plain_valid(padding, lhs_dilation, rhs_dilation, feature_group_count)
     kh, kw, cin, cout = rhs.shape
     sy, sx = window_strides
     out_h = (lhs.shape[1] - kh) // sy + 1
@@ -67,18 +73,98 @@ def patch_conv(lhs: jnp.ndarray, rhs: jnp.ndarray, window_strides, padding,
                       precision=precision)
 
 
+def _width_patches(x: jnp.ndarray, kw: int, out_w: int) -> jnp.ndarray:
+    """[B, H, W, C] -> [B, H, W', kw * C]: each position's kw horizontal neighbours."""
+    return jnp.concatenate([x[:, :, j:j + out_w, :] for j in range(kw)], axis=-1)
+
+
+def _row_kernel(rhs: jnp.ndarray) -> jnp.ndarray:
+    """HWIO kernel [kh, kw, Cin, Cout] -> [kw * Cin, kh * Cout], rows (j, c), columns (i, o)."""
+    kh, kw, cin, cout = rhs.shape
+    return rhs.transpose(1, 2, 0, 3).reshape(kw * cin, kh * cout)
+
+
+def _row_conv_forward(lhs, rhs, precision):
+    kh, kw, _, cout = rhs.shape
+    out_h, out_w = lhs.shape[1] - kh + 1, lhs.shape[2] - kw + 1
+    patches = _width_patches(lhs, kw, out_w)                          # [B, H, W', kw * Cin]
+    rows = jnp.einsum("bhwk,kn->bhwn", patches, _row_kernel(rhs), precision=precision)
+    rows = rows.reshape(*patches.shape[:3], kh, cout)                 # [B, H, W', kh, Cout]
+    out = rows[:, 0:out_h, :, 0, :]
+    for i in range(1, kh):
+        out = out + rows[:, i:i + out_h, :, i, :]
+    return out, patches
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _row_conv(lhs, rhs, precision):
+    return _row_conv_forward(lhs, rhs, precision)[0]
+
+
+def _row_conv_fwd(lhs, rhs, precision):
+    out, patches = _row_conv_forward(lhs, rhs, precision)
+    return out, (patches, rhs)
+
+
+def _row_conv_bwd(precision, residuals, d_out):
+    patches, rhs = residuals
+    kh, kw, cin, cout = rhs.shape
+    batch, height, out_w, _ = patches.shape
+    # d_rows[b, h, w, i] = d_out[b, h - i, w] (zero outside): the rows' cotangent.
+    d_rows = jnp.stack([jnp.pad(d_out, ((0, 0), (i, kh - 1 - i), (0, 0), (0, 0)))
+                        for i in range(kh)], axis=3).reshape(batch, height, out_w, kh * cout)
+    kernel = _row_kernel(rhs)
+    d_patches = jnp.einsum("bhwn,kn->bhwk", d_rows, kernel, precision=precision)
+    d_patches = d_patches.reshape(batch, height, out_w, kw, cin)
+    d_lhs = jnp.pad(d_patches[:, :, :, 0, :], ((0, 0), (0, 0), (0, kw - 1), (0, 0)))
+    for j in range(1, kw):
+        d_lhs = d_lhs + jnp.pad(d_patches[:, :, :, j, :],
+                                ((0, 0), (0, 0), (j, kw - 1 - j), (0, 0)))
+    # The barrier keeps XLA from fusing this transpose into the producer of the patches
+    # (a transposed write there is several times slower than this separate copy).
+    patches_t = jax.lax.optimization_barrier(patches).reshape(-1, kw * cin).T
+    d_kernel = jnp.matmul(patches_t, d_rows.reshape(-1, kh * cout), precision=precision)
+    d_rhs = d_kernel.reshape(kw, cin, kh, cout).transpose(2, 0, 1, 3)
+    return d_lhs, d_rhs
+
+
+_row_conv.defvjp(_row_conv_fwd, _row_conv_bwd)
+
+
+def row_patch_conv(lhs: jnp.ndarray, rhs: jnp.ndarray, window_strides, padding,
+                   lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
+                   feature_group_count: int = 1, precision=None) -> jnp.ndarray:
+    """A VALID stride-1 NHWC convolution as one matrix product over width patches, whose
+    kernel-row outputs are then shifted and summed.
+
+    lhs: [B, H, W, Cin], rhs (HWIO kernel): [kh, kw, Cin, Cout] -> [B, H-kh+1, W-kw+1, Cout].
+    Same signature and values as `jax.lax.conv_general_dilated` for stride 1, VALID, no
+    dilation, one group. Its intermediates are kw (not kh * kw) times the input, so on
+    XLA:CPU, where these layers are memory-bound, it is about 1.6x faster than
+    `patch_conv` forward and backward (the backward is hand-written: `_row_conv_bwd`).
+    """
+    _check_plain_valid(padding, lhs_dilation, rhs_dilation, feature_group_count)
+    if tuple(window_strides) != (1, 1):
+        raise ValueError(f"row_patch_conv supports stride 1, got {tuple(window_strides)}")
+    del dimension_numbers  # flax passes NHWC / HWIO, the only layout used here
+    return _row_conv(lhs, rhs, precision)
+
+
 # Below this many output positions (batch x height x width) a convolution is too small for
-# the patch product to pay off, and XLA's native convolution compiles faster.
+# the patch products to pay off, and XLA's native convolution compiles faster.
 PATCH_CONV_MIN_POSITIONS = 4096
 
 
 def _conv_for_backend(lhs, rhs, window_strides, padding, **kwargs) -> jnp.ndarray:
-    """`patch_conv` for large convolutions on CPU, XLA's native convolution otherwise
-    (chosen at trace time from the backend and the static shapes)."""
+    """On CPU, large convolutions are patch products (`row_patch_conv` at stride 1,
+    `patch_conv` otherwise); small ones, and all on GPU and TPU, are XLA's native
+    convolution (chosen at trace time from the backend and the static shapes)."""
     out_h = (lhs.shape[1] - rhs.shape[0]) // window_strides[0] + 1
     out_w = (lhs.shape[2] - rhs.shape[1]) // window_strides[1] + 1
     if (jax.default_backend() == "cpu"
             and lhs.shape[0] * out_h * out_w >= PATCH_CONV_MIN_POSITIONS):
+        if tuple(window_strides) == (1, 1):
+            return row_patch_conv(lhs, rhs, window_strides, padding, **kwargs)
         return patch_conv(lhs, rhs, window_strides, padding, **kwargs)
     return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
 

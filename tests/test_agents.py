@@ -68,21 +68,33 @@ def test_conv_encoder_matches_numpy_and_output_sizes():
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_patch_conv_equals_xla_convolution_in_value_and_gradient(stride):
+@pytest.mark.parametrize("conv,stride", [("patch_conv", 1), ("patch_conv", 2),
+                                         ("row_patch_conv", 1)])
+def test_patch_convs_equal_xla_convolution_in_value_and_gradient(conv, stride):
     rng = np.random.default_rng(stride)
     x = jnp.asarray(rng.normal(size=(2, 11, 14, 5)), jnp.float32)
     kernel = jnp.asarray(rng.normal(size=(3, 3, 5, 7)), jnp.float32)
     native = lambda x, k: jax.lax.conv_general_dilated(
         x, k, (stride, stride), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    patch = lambda x, k: networks.patch_conv(x, k, (stride, stride), "VALID")
+    patch = lambda x, k: getattr(networks, conv)(x, k, (stride, stride), "VALID")
     np.testing.assert_allclose(patch(x, kernel), native(x, kernel), rtol=1e-5, atol=1e-5)
     loss = lambda conv: lambda x, k: jnp.sum(jnp.sin(conv(x, k)))
     for got, want in zip(jax.grad(loss(patch), (0, 1))(x, kernel),
                          jax.grad(loss(native), (0, 1))(x, kernel)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # Vectorised over a leading (seed) axis, as the multi-seed learner uses them.
+    xs, kernels = jnp.stack([x, 2 * x]), jnp.stack([kernel, -kernel])
+    for got, want in zip(jax.vmap(jax.grad(loss(patch), (0, 1)))(xs, kernels),
+                         jax.vmap(jax.grad(loss(native), (0, 1)))(xs, kernels)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="VALID padding"):
-        networks.patch_conv(x, kernel, (1, 1), "SAME")
+        getattr(networks, conv)(x, kernel, (1, 1), "SAME")
+
+
+def test_row_patch_conv_refuses_strides_other_than_one():
+    x, kernel = jnp.zeros((1, 9, 9, 2)), jnp.zeros((3, 3, 2, 4))
+    with pytest.raises(ValueError, match="stride 1"):
+        networks.row_patch_conv(x, kernel, (2, 2), "VALID")
 
 
 def test_init_schemes_are_orthogonal_with_zero_biases():
@@ -319,9 +331,11 @@ def test_config_errors_name_the_valid_choices():
         agents.build_config("drqv2", frame_stack=0)
 
 
-def test_encoder_uses_patch_conv_for_large_convolutions_on_cpu_with_the_same_values():
+def test_encoder_uses_patch_conv_for_large_convolutions_on_cpu_with_the_same_values(
+        monkeypatch):
     """At or above PATCH_CONV_MIN_POSITIONS output positions the encoder's CPU convolutions
-    are patch products; below it they are native; the features equal numpy's either way."""
+    are patch products (row_patch_conv's hand-written backward included); below it they are
+    native; features and gradients equal numpy's / the native convolution's either way."""
     from networks import encoders
     encoder = networks.ConvEncoder()
     rng = np.random.default_rng(3)
@@ -335,3 +349,10 @@ def test_encoder_uses_patch_conv_for_large_convolutions_on_cpu_with_the_same_val
         np.testing.assert_allclose(encoder.apply(params, obs),
                                    ref.conv_encoder(ref.np_params(params), obs, True),
                                    rtol=1e-4, atol=1e-5)
+    loss = lambda params: jnp.sum(jnp.sin(encoder.apply(params, big)))
+    patch_grads = jax.grad(loss)(params)
+    monkeypatch.setattr(encoders, "PATCH_CONV_MIN_POSITIONS", 10 ** 9)
+    assert jax.jit(encoder.apply).lower(params, big).as_text().count(
+        "stablehlo.convolution") == 4
+    for got, want in zip(jax.tree.leaves(patch_grads), jax.tree.leaves(jax.grad(loss)(params))):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
