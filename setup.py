@@ -26,6 +26,7 @@ setup(
         # CUDA 12 wheels of the same jax release (jaxlib's CUDA plugin from PyPI).
         "cuda": ["jax[cuda12]==0.10.2"],
         "tpu": ["jax[tpu]==0.10.2"],
-        "test": ["pytest>=8,<10"],
+        # pytest-xdist: the README runs the suite on two processes (it is compile-bound).
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4"],
     },
 )
