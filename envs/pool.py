@@ -71,6 +71,9 @@ class EnvPool:
     """N environments, each in its own worker process, stepped in parallel."""
 
     def __init__(self, make_kwargs: Sequence[dict[str, Any]]):
+        """Starts the workers and returns at once: they build their environments in the
+        background (several pools start side by side); the first use waits for them and
+        raises EnvWorkerError if one failed."""
         context = multiprocessing.get_context("spawn")
         self._connections, self._processes = [], []
         for kwargs in make_kwargs:
@@ -81,17 +84,36 @@ class EnvPool:
             self._connections.append(parent)
             self._processes.append(process)
         self._pending = False
-        try:
-            specs = self._receive_all()
-        except EnvWorkerError:
-            self.close()
-            raise
-        self.observation_spec, self.action_spec, self.action_repeat = specs[0]
+        self._specs: tuple | None = None
+
+    def _ready(self) -> tuple:
+        """(observation_spec, action_spec, action_repeat), once every worker has built its
+        environment."""
+        if self._specs is None:
+            try:
+                self._specs = self._receive_all()[0]
+            except EnvWorkerError:
+                self.close()
+                raise
+        return self._specs
+
+    @property
+    def observation_spec(self):
+        return self._ready()[0]
+
+    @property
+    def action_spec(self):
+        return self._ready()[1]
+
+    @property
+    def action_repeat(self) -> int:
+        return self._ready()[2]
 
     def __len__(self) -> int:
         return len(self._connections)
 
     def _send_all(self, command: str, arguments: Sequence[Any]) -> None:
+        self._ready()
         for connection, argument in zip(self._connections, arguments, strict=True):
             connection.send((command, argument))
 
@@ -138,6 +160,7 @@ class EnvPool:
 
     def call(self, index: int, command: str, argument: Any = None) -> Any:
         """Runs one command ('reset', 'step', 'render') on environment `index` alone."""
+        self._ready()
         self._connections[index].send((command, argument))
         status, value = self._connections[index].recv()
         if status != "ok":

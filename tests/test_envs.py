@@ -379,5 +379,9 @@ def test_env_pool_steps_like_environments_in_this_process():
 
 
 def test_env_pool_reports_a_worker_error_with_its_traceback():
+    """The pool starts its workers without waiting; the first use reports the failure and
+    stops the workers."""
+    pool = envs.EnvPool([dict(task="cartpole_swingup", seed=-1, obs_type="state")])
     with pytest.raises(envs.EnvWorkerError, match="seed must be an integer"):
-        envs.EnvPool([dict(task="cartpole_swingup", seed=-1, obs_type="state")])
+        pool.reset()
+    assert len(pool) == 0   # closed
