@@ -1,5 +1,5 @@
 """Suite-wide setup, before anything imports jax: two CPU devices, one JAX persistent
-compilation cache for the whole test session, and XLA's fastest-compiling backend setting.
+compilation cache for the whole test session, and a faster-compiling XLA backend level.
 
 Two devices: XLA_FLAGS=--xla_force_host_platform_device_count=2 gives this process two CPU
 devices, so the data-parallel learner (and every in-process training run) is exercised on
