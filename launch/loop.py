@@ -168,10 +168,12 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
     # gathered inside the update from start indices the host draws.
     device_replay = (replay_lib.DeviceReplay(replays if stacked else replays[0],
                                              learner.state_sharding) if on_device else None)
-    # Eager on purpose: on XLA:CPU (jax 0.10.2) a jitted init of 1024-wide networks does not
-    # finish in reasonable time; eager init is reliable.
-    state = learner.put_state(jax.vmap(agent.init)(init_keys) if stacked
-                              else agent.init(init_keys[0]))
+    # One jitted init per seed, stacked: the same values as jax.vmap(agent.init), but a
+    # jitted vmapped init of 1024-wide networks hangs XLA:CPU (batched QRs; README).
+    init = jax.jit(agent.init)
+    state = learner.put_state(
+        jax.tree.map(lambda *x: jnp.stack(x), *[init(key) for key in init_keys]) if stacked
+        else init(init_keys[0]))
     act_one = jax.jit(agent.act, static_argnames="eval_mode")
     act_seeds = jax.jit(jax.vmap(agent.act))
     eval_seeds = jax.jit(jax.vmap(functools.partial(agent.act, eval_mode=True)))
