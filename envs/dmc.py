@@ -228,7 +228,7 @@ class DMCEnv(dm_env.Environment):
         return _flatten_state(inner_timestep.observation)
 
 
-def _use_gl_backend(obs_type: str) -> None:
+def use_gl_backend(obs_type: str) -> None:
     """Chooses the GL backend; state environments fall back to none at all."""
     if obs_type == "pixels":
         rendering.ensure_gl_backend()
@@ -270,7 +270,7 @@ def make(task: str, seed: int = 0, obs_type: str = "pixels", image_size: int = 8
     _check_settings(obs_type, image_size, frame_stack, action_repeat)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < _MAX_SEED:
         raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}.")
-    _use_gl_backend(obs_type)
+    use_gl_backend(obs_type)
     inner_env = _load_inner_env(task, int(seed))
     return DMCEnv(inner_env, task, obs_type=obs_type, image_size=image_size,
                   frame_stack=frame_stack, action_repeat=action_repeat,

@@ -31,6 +31,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from absl import flags
+# At import, not when first used: importing submitit runs logging.config.dictConfig, which
+# closes every logging handler already installed, and closing one bound to a replaced
+# sys.stderr (pytest's capture, a notebook's) closes that stream under its owner.
+import submitit
 
 import envs
 from envs.tasks import check_task
@@ -293,7 +297,6 @@ def _make_executor(fv: flags.FlagValues, out: str):
     """An object with submit(fn, *args) -> a job with done() and result()."""
     if fv.executor == "local":
         return concurrent.futures.ThreadPoolExecutor(max_workers=fv.max_parallel or 1)
-    import submitit
     cluster = "local" if fv.executor == "submitit_local" else "slurm"
     executor = submitit.AutoExecutor(folder=os.path.join(out, "submitit", "%j"),
                                      cluster=cluster)

@@ -45,3 +45,18 @@ if "xla_force_host_platform_device_count" not in _base_xla_flags:
     # Subprocesses (launch.train, the sweep's runs) get one device again: two devices
     # there would only add compile time; the sharded learner is tested in this process.
     os.environ["XLA_FLAGS"] = _base_xla_flags
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow(seconds): about how long the test takes under the README's command; "
+        "slow tests run first, longest first")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Longest first: pytest-xdist hands tests out in this order, so the two workers end
+    together instead of one running the last long test alone."""
+    def seconds(item):
+        marker = item.get_closest_marker("slow")
+        return marker.args[0] if marker else 0
+    items.sort(key=seconds, reverse=True)   # stable: file order among equals

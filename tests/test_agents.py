@@ -123,6 +123,7 @@ def test_d2rl_mlp_feeds_the_input_to_every_hidden_layer():
 
 
 # ----------------------------------------------------------------------------- DrQ-v2
+@pytest.mark.slow(13)
 def test_drqv2_update_matches_hand_computation():
     agent = agents.make("drqv2", PIXEL_SPEC, ACTION_SPEC, **TINY)
     state = agent.init(jax.random.key(3))
@@ -198,6 +199,7 @@ def test_drqv2_act_eval_is_the_mean_and_exploration_is_clipped():
 
 
 # ----------------------------------------------------------------------------- DrQ
+@pytest.mark.slow(14)
 def test_drq_update_matches_hand_computation():
     agent = agents.make("drq", PIXEL_SPEC, ACTION_SPEC, **TINY)
     config = agent.config
@@ -262,6 +264,7 @@ def test_drq_eval_action_is_tanh_of_the_mean():
 
 
 # ----------------------------------------------------------------------------- jit and vmap
+@pytest.mark.slow(35)
 @pytest.mark.parametrize("name", ["drqv2", "drq"])
 def test_vmapped_update_over_seeds_equals_separate_updates(name):
     agent = agents.make(name, PIXEL_SPEC, ACTION_SPEC, **{**TINY, "aug": "shift"})
@@ -331,6 +334,7 @@ def test_config_errors_name_the_valid_choices():
         agents.build_config("drqv2", frame_stack=0)
 
 
+@pytest.mark.slow(18)
 def test_encoder_uses_patch_conv_for_large_convolutions_on_cpu_with_the_same_values(
         monkeypatch):
     """At or above PATCH_CONV_MIN_POSITIONS output positions the encoder's CPU convolutions

@@ -45,6 +45,7 @@ def assert_trees_close(got, want, rtol=1e-4, atol=1e-5):
                                    err_msg=jax.tree_util.keystr(path[0]))
 
 
+@pytest.mark.slow(25)
 @pytest.mark.parametrize("preset", agents.names())
 def test_sharded_update_equals_the_single_device_update_on_the_full_batch(preset):
     assert jax.device_count() == 2
@@ -72,6 +73,7 @@ def test_sharded_update_equals_the_single_device_update_on_the_full_batch(preset
     assert_trees_close(got_metrics, want_metrics)
 
 
+@pytest.mark.slow(18)
 def test_fused_updates_equal_sequential_updates_with_split_keys():
     agent = agents.make("drqv2", PIXEL_SPEC, ACTION_SPEC, **TINY)
     state = agent.init(jax.random.key(0))
@@ -117,6 +119,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow(45)
 def test_two_processes_through_jax_distributed_end_with_identical_parameters():
     """Two processes with one CPU device each form one 2-device mesh; each feeds half of
     every batch. Both must end with the same parameters, equal to one process's updates on
@@ -149,6 +152,7 @@ def test_two_processes_through_jax_distributed_end_with_identical_parameters():
         np.testing.assert_allclose(params[0][name], value, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
+@pytest.mark.slow(55)
 def test_update_from_device_replay_equals_the_update_on_host_batches():
     """replay='device': batches gathered inside the jitted update from the device copy give
     the same new state as host batches of the same start indices (K = 2 seeds, U = 2)."""

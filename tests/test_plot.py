@@ -206,6 +206,7 @@ def run_plot(*args):
     return process.returncode, process.stdout, process.stderr
 
 
+@pytest.mark.slow(15)
 def test_command_writes_plots_and_results(sweep, tmp_path):
     out = tmp_path / "plots"
     code, stdout, stderr = run_plot(sweep, f"--out={out}", "--reps=20")

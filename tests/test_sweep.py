@@ -230,6 +230,7 @@ def test_a_failing_run_does_not_stop_the_others(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- end to end
+@pytest.mark.slow(55)
 def test_a_sweep_of_two_tiny_runs_through_submitit_then_again_skips_both(tmp_path, capsys):
     out = tmp_path / "sweep"
     args = [f"--out={out}", "--tasks=cartpole_swingup", "--seeds=1,2", "--num_frames=800",

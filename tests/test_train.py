@@ -63,6 +63,7 @@ def test_bad_input_exits_with_a_short_message_before_any_work(tmp_path, args, me
 
 
 # ----------------------------------------------------------------------------- resume
+@pytest.mark.slow(100)
 def test_sigkill_then_resume_continues_from_the_last_complete_checkpoint(tmp_path):
     workdir = tmp_path / "run"
     process = launch(workdir, *TINY_RUN, "--num_frames=2400", wait=False)
@@ -110,6 +111,7 @@ def test_sigkill_then_resume_continues_from_the_last_complete_checkpoint(tmp_pat
     assert (workdir / "config.json").read_text() == config_before
 
 
+@pytest.mark.slow(50)
 def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
     workdir = tmp_path / "run"
     process = launch(workdir, *TINY_RUN, "--num_frames=100000", "--config.save_video=True",
@@ -139,6 +141,7 @@ def tiny_spec(**config):
             "config": config.to_dict()}
 
 
+@pytest.mark.slow(30)
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     real_make = agents.make_from_config
 
@@ -170,6 +173,7 @@ def _window_with_nan_at(step):
     return window
 
 
+@pytest.mark.slow(15)
 def test_checkpoint_round_trips_agent_state_and_replay_exactly(tmp_path):
     env = envs.make("cartpole_swingup", seed=0, image_size=16, action_repeat=8)
     agent = agents.make("drqv2", env.observation_spec(), env.action_spec(), batch_size=4,
@@ -196,6 +200,7 @@ def test_checkpoint_round_trips_agent_state_and_replay_exactly(tmp_path):
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.slow(55)
 def test_num_seeds_trains_the_agents_of_separate_single_seed_runs(tmp_path):
     """K vmapped seeds in one run reach the states of K single-seed runs with the same keys,
     env seeds and samples, and the CSVs tell the seeds apart (test_zoo's full combination
@@ -241,6 +246,7 @@ def _state_specs():
 
 
 # ----------------------------------------------------------------------------- learning
+@pytest.mark.slow(75)
 def test_drqv2_from_state_learns_cartpole_balance(tmp_path):
     """Return well above the random policy's within a small budget (state observations)."""
     spec = tiny_spec(obs_type="state", aug="none", hidden_dim=256, feature_dim=50,

@@ -27,6 +27,7 @@ def test_uncertainty_is_the_mean_pairwise_absolute_difference():
     np.testing.assert_allclose(pessimism.ensemble_uncertainty(jnp.asarray(q)), want, rtol=1e-5)
 
 
+@pytest.mark.slow(12)
 def test_gpl_with_two_critics_and_beta_frozen_at_half_is_exactly_drqv2():
     drqv2 = agents.make("drqv2", PIXEL_SPEC, ACTION_SPEC, **TINY)
     gpl = agents.make("gpl", PIXEL_SPEC, ACTION_SPEC, gpl_learn_beta=False, **TINY)
@@ -110,6 +111,7 @@ def test_flare_trunk_has_no_tanh():
 
 
 # ----------------------------------------------------------------------------- A-LIX
+@pytest.mark.slow(15)
 def test_alix_at_zero_strength_is_drqv2_without_augmentation():
     plain = agents.make("drqv2", PIXEL_SPEC, ACTION_SPEC, **TINY)     # TINY has aug none
     alix = agents.make("alix", PIXEL_SPEC, ACTION_SPEC, lix_init=0.0, **TINY)
@@ -181,6 +183,7 @@ PRESET_RUNS = [(name, {}) for name in ("drqv2", "flare", "alix", "gpl", "d2rl", 
                   updates_per_call=2))]
 
 
+@pytest.mark.slow(25)
 @pytest.mark.parametrize("name, overrides", PRESET_RUNS)
 def test_every_preset_and_a_full_combination_train_end_to_end(tmp_path, name, overrides):
     values = dict(image_size=16, hidden_dim=16, feature_dim=8, batch_size=8, action_repeat=8,
