@@ -332,10 +332,10 @@ def test_user_choice_is_respected_and_disabled_refused(unset_gl):
 
 def test_state_envs_need_no_backend(unset_gl):
     unset_gl.setattr(rendering, "_probe", lambda b: "broken")
-    dmc._use_gl_backend("state")
+    dmc.use_gl_backend("state")
     assert os.environ["MUJOCO_GL"] == "disabled"
     with pytest.raises(envs.RenderingUnavailableError):
-        dmc._use_gl_backend("pixels")
+        dmc.use_gl_backend("pixels")
 
 
 # ----------------------------------------------------------------------------- worker pool
