@@ -113,8 +113,9 @@ def evaluate(pool: envs.EnvPool, policy: Callable[[np.ndarray], np.ndarray],
              else float("nan"), "episode_length": length} for index in range(len(pool))]
 
 
-def _seed_slice(tree: Any, index: int) -> Any:
-    return jax.tree.map(lambda x: x[index], tree)
+def _one_seed_shapes(tree: Any) -> Any:
+    """Shapes and dtypes of one seed's part of a [K, ...] tree (nothing is computed)."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), tree)
 
 
 def _without_seed(row: dict) -> dict:
@@ -144,7 +145,8 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
     # Every environment steps in its own worker process (envs.EnvPool), the training ones
     # while the learner updates.
     train_pool = envs.EnvPool([_env_kwargs(task, seed, config) for seed in seeds])
-    eval_pool = envs.EnvPool([_env_kwargs(task, seed + 100_000, config) for seed in seeds])
+    eval_pool = (envs.EnvPool([_env_kwargs(task, seed + 100_000, config) for seed in seeds])
+                 if config.num_eval_episodes else None)
     obs_spec, action_spec = train_pool.observation_spec, train_pool.action_spec
     agent = agents.make_from_config(spec["agent"], config, obs_spec, action_spec)
     replays = [ReplayBuffer(obs_spec, action_spec, config.replay_capacity, nstep=config.nstep,
@@ -168,11 +170,12 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
     # gathered inside the update from start indices the host draws.
     device_replay = (replay_lib.DeviceReplay(replays if stacked else replays[0],
                                              learner.state_sharding) if on_device else None)
-    # One jitted init per seed, stacked: the same values as jax.vmap(agent.init), but a
-    # jitted vmapped init of 1024-wide networks hangs XLA:CPU (batched QRs; README).
+    # One jitted init per seed, stacked (on the host: no compile per leaf shape): the same
+    # values as jax.vmap(agent.init), but a jitted vmapped init of 1024-wide networks hangs
+    # XLA:CPU (batched QRs; README).
     init = jax.jit(agent.init)
     state = learner.put_state(
-        jax.tree.map(lambda *x: jnp.stack(x), *[init(key) for key in init_keys]) if stacked
+        jax.tree.map(lambda *x: np.stack(x), *[init(key) for key in init_keys]) if stacked
         else init(init_keys[0]))
     act_one = jax.jit(agent.act, static_argnames="eval_mode")
     act_seeds = jax.jit(jax.vmap(agent.act))
@@ -183,7 +186,7 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
         if stacked:
             return lambda obs: np.asarray(eval_seeds(state, obs[:, None], key))[:, 0]
         return lambda obs: np.asarray(act_one(state, obs, key, eval_mode=True))
-    metric_names = sorted(jax.eval_shape(agent.update, _seed_slice(state, 0) if stacked
+    metric_names = sorted(jax.eval_shape(agent.update, _one_seed_shapes(state) if stacked
                                          else state, _dummy_batch(
         obs_spec, agent.action_dim, config.batch_size), init_keys[0])[1])
 
@@ -355,4 +358,5 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
         board.close()
         checkpointer.close()
         train_pool.close()
-        eval_pool.close()
+        if eval_pool is not None:
+            eval_pool.close()
