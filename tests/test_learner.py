@@ -125,7 +125,8 @@ def test_two_processes_through_jax_distributed_end_with_identical_parameters():
     every batch. Both must end with the same parameters, equal to one process's updates on
     the full batches."""
     port = _free_port()
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env = {**os.environ, "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")
+           + " --xla_force_host_platform_device_count=1"}   # conftest's compile settings too
     workers = [subprocess.Popen(
         [sys.executable, "-m", "tests.multihost_worker", f"localhost:{port}", str(index)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
