@@ -52,9 +52,8 @@ def _serve(connection, make_kwargs: dict) -> None:
     # to, or when its socket closes because the parent is gone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    make = dmc.make
     try:
-        env = make(**make_kwargs)
+        env = dmc.make(**make_kwargs)
         connection.send(("ok", (env.observation_spec(), env.action_spec(),
                                 env.action_repeat)))
     except Exception:  # noqa: BLE001 - reported to the parent, which raises it
@@ -72,7 +71,7 @@ def _serve(connection, make_kwargs: dict) -> None:
         try:
             if command == "remake":      # the same kind of environment, new settings
                 env.close()
-                env = make(**{**make_kwargs, **argument})
+                env = dmc.make(**{**make_kwargs, **argument})
                 result = None
             elif command == "reset":
                 result = env.reset()

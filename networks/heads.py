@@ -5,7 +5,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from networks.init import dense
-from networks.mlp import MLP, EnsembleMLP
+from networks.mlp import MLP
 
 
 class Trunk(nn.Module):
@@ -66,7 +66,7 @@ class CriticEnsemble(nn.Module):
 
     (features [B, D], action [B, A]) -> Q values [N, B]. Each head is an MLP on
     concat(trunk(features), action); the N heads have independent parameters stacked on a
-    leading axis (EnsembleMLP), so one batched matmul per layer serves them all.
+    leading axis (MLP with ensemble_size), so one batched matmul per layer serves them all.
     """
 
     num_critics: int
@@ -78,6 +78,6 @@ class CriticEnsemble(nn.Module):
     @nn.compact
     def __call__(self, h: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
         z = jnp.concatenate([Trunk(self.feature_dim, self.trunk_tanh)(h), action], axis=-1)
-        q = EnsembleMLP(self.num_critics, self.hidden_dims, 1, self.dense_inputs,
-                        name="q_heads")(z)
+        q = MLP(self.hidden_dims, 1, self.dense_inputs, ensemble_size=self.num_critics,
+                name="q_heads")(z)
         return q[..., 0]

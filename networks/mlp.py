@@ -14,21 +14,30 @@ class MLP(nn.Module):
     hidden_dims: widths of the hidden layers. With `dense_inputs=True` this is the D2RL
     network: h1 = relu(W1 x0); h_l = relu(W_l [h_{l-1}, x0]) for l >= 2; out = W_out h_L
     (the input is not concatenated at the output layer).
+    ensemble_size: N independent MLPs computed together, x [B, D_in] -> [N, B, out_dim],
+    each layer an EnsembleDense (parameters Dense_i/kernel [N, in, out]).
     """
 
     hidden_dims: Sequence[int]
     out_dim: int
     dense_inputs: bool = False
+    ensemble_size: int | None = None
+
+    def _layer(self, width: int, index: int) -> nn.Module:
+        if self.ensemble_size is None:
+            return dense(width, name=f"Dense_{index}")
+        return EnsembleDense(self.ensemble_size, width, name=f"Dense_{index}")
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        inputs = x
+        inputs = x if self.ensemble_size is None else jnp.broadcast_to(
+            x, (self.ensemble_size, *x.shape))
         h = x
         for layer, width in enumerate(self.hidden_dims):
             if self.dense_inputs and layer > 0:
                 h = jnp.concatenate([h, inputs], axis=-1)
-            h = nn.relu(dense(width)(h))
-        return dense(self.out_dim)(h)
+            h = nn.relu(self._layer(width, layer)(h))
+        return self._layer(self.out_dim, len(self.hidden_dims))(h)
 
 
 def stacked_dense_kernel_init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32):
@@ -61,27 +70,3 @@ class EnsembleDense(nn.Module):
         else:
             y = jnp.einsum("nbi,nio->nbo", x, kernel)
         return y + bias[:, None, :]
-
-
-class EnsembleMLP(nn.Module):
-    """N independent MLPs (the MLP above, D2RL included) computed together:
-    x [B, D_in] -> [N, B, out_dim], each layer one batched matmul over the N members.
-
-    Parameters are those of N MLPs stacked on a leading axis: Dense_i/kernel [N, in, out].
-    """
-
-    num: int
-    hidden_dims: Sequence[int]
-    out_dim: int
-    dense_inputs: bool = False
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        inputs = jnp.broadcast_to(x, (self.num, *x.shape))
-        h = x
-        for layer, width in enumerate(self.hidden_dims):
-            if self.dense_inputs and layer > 0:
-                h = jnp.concatenate([h, inputs], axis=-1)
-            h = nn.relu(EnsembleDense(self.num, width, name=f"Dense_{layer}")(h))
-        return EnsembleDense(self.num, self.out_dim,
-                             name=f"Dense_{len(self.hidden_dims)}")(h)
