@@ -1,15 +1,30 @@
 """Weight initialisers shared by every network (ALGORITHMS.md section 0).
 
 Dense layers: orthogonal with gain 1; convolutions: orthogonal with the ReLU gain sqrt(2);
-biases: zero. This matches the official DrQ-v2 / DrQ `weight_init`.
+biases: zero. This matches the official DrQ-v2 / DrQ `weight_init`. Ensembles stack N
+independent draws.
 """
 import math
+from typing import Sequence
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
 dense_kernel_init = nn.initializers.orthogonal(scale=1.0)
 conv_kernel_init = nn.initializers.orthogonal(scale=math.sqrt(2.0))
 bias_init = nn.initializers.zeros
+
+
+def stacked_dense_kernel_init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32):
+    """[N, in, out] kernels: N independent orthogonal [in, out] draws (ALGORITHMS.md section 0).
+
+    The N matrices are drawn one by one (unbatched QR): XLA:CPU's scheduler can hang
+    compiling a jitted init that holds two large batched QRs (jax 0.10.2, 1024 wide).
+    """
+    keys = jax.random.split(key, shape[0])
+    return jnp.stack([dense_kernel_init(keys[i], tuple(shape[1:]), dtype)
+                      for i in range(shape[0])])
 
 
 def dense(features: int, name: str | None = None) -> nn.Dense:

@@ -2,10 +2,9 @@
 from typing import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from networks.init import bias_init, dense, dense_kernel_init
+from networks.init import bias_init, dense, stacked_dense_kernel_init
 
 
 class MLP(nn.Module):
@@ -38,17 +37,6 @@ class MLP(nn.Module):
                 h = jnp.concatenate([h, inputs], axis=-1)
             h = nn.relu(self._layer(width, layer)(h))
         return self._layer(self.out_dim, len(self.hidden_dims))(h)
-
-
-def stacked_dense_kernel_init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32):
-    """[N, in, out] kernels: N independent orthogonal [in, out] draws (ALGORITHMS.md section 0).
-
-    The N matrices are drawn one by one (unbatched QR): XLA:CPU's scheduler can hang
-    compiling a jitted init that holds two large batched QRs (jax 0.10.2, 1024 wide).
-    """
-    keys = jax.random.split(key, shape[0])
-    return jnp.stack([dense_kernel_init(keys[i], tuple(shape[1:]), dtype)
-                      for i in range(shape[0])])
 
 
 class EnsembleDense(nn.Module):
