@@ -4,6 +4,8 @@ import pathlib
 from setuptools import setup
 
 ROOT = pathlib.Path(__file__).parent
+SUBPACKAGES = ("agents", "networks", "envs", "replay", "launch")
+LAUNCHERS = ("train", "sweep", "plot", "benchmark")
 
 
 def _requirements() -> list[str]:
@@ -18,9 +20,14 @@ setup(
     long_description=(ROOT / "README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.13",
-    packages=["agents", "networks", "envs", "replay", "launch"],
-    # The official DrQ-v2 and DrQ curves that launch.plot overlays.
-    package_data={"launch": ["reference/*.csv.gz"]},
+    # One namespace: the repository's top-level folders become pixelzoo.<folder> (README,
+    # "Why pixelzoo is a namespace package"); nothing else is installed at the top level.
+    packages=[f"pixelzoo.{name}" for name in SUBPACKAGES],
+    package_dir={f"pixelzoo.{name}": name for name in SUBPACKAGES},
+    # The official DrQ-v2 and DrQ curves that pixelzoo.launch.plot overlays.
+    package_data={"pixelzoo.launch": ["reference/*.csv.gz"]},
+    entry_points={"console_scripts": [
+        f"pixelzoo-{name}=pixelzoo.launch.{name}:run" for name in LAUNCHERS]},
     install_requires=_requirements(),
     extras_require={
         # CUDA 12 wheels of the same jax release (jaxlib's CUDA plugin from PyPI).

@@ -7,11 +7,11 @@ from typing import Any
 
 from dm_env import specs
 
-from agents.common import Agent, AgentState
-from agents.config import FIELD_NAMES, PRESETS, Config, build_config, task_overrides, validate
-from agents.ddpg import make_ddpg
-from agents.learner import Learner, fuse_updates, make_mesh
-from agents.sac import make_sac
+from pixelzoo.agents.common import Agent, AgentState
+from pixelzoo.agents.config import FIELD_NAMES, PRESETS, Config, build_config, task_overrides, validate
+from pixelzoo.agents.ddpg import make_ddpg
+from pixelzoo.agents.learner import Learner, fuse_updates, make_mesh
+from pixelzoo.agents.sac import make_sac
 
 _BUILDERS = {"ddpg": make_ddpg, "sac": make_sac}
 

@@ -1,4 +1,4 @@
-"""Random-shift augmentation (ALGORITHMS.md section 0): the one implementation."""
+"""Random-shift augmentation (docs/algorithms.md, "Shared pixel pipeline"): the one implementation."""
 import jax
 import jax.numpy as jnp
 

@@ -1,4 +1,5 @@
-"""What every learner shares: the agent state, the Agent bundle, targets, schedules, checks."""
+"""What every learner shares: the agent state, the Agent bundle, optimisers and the initial
+state, the steps an update may skip, Polyak targets, schedules, checks."""
 import dataclasses
 from typing import Any, Callable
 
@@ -10,8 +11,10 @@ import numpy as np
 import optax
 from dm_env import specs
 
-from agents.config import Config
-from replay import Batch
+from pixelzoo.agents import pessimism
+from pixelzoo.agents.config import Config
+from pixelzoo.agents.parts import Parts, init_params
+from pixelzoo.replay import Batch
 
 Params = Any
 Metrics = dict[str, jnp.ndarray]
@@ -61,6 +64,59 @@ def polyak(target: Params, online: Params, tau: float) -> Params:
     return optax.incremental_update(online, target, tau)
 
 
+def polyak_every(config: Config, update_step: jnp.ndarray, target_params: dict,
+                 params: dict) -> dict:
+    """Each group of target_params Polyak-averaged towards params[group] on the updates where
+    update_step % target_update_every == 0; unchanged on the others."""
+    return jax.lax.cond(
+        update_step % config.target_update_every == 0,
+        lambda: {group: polyak(target, params[group], config.tau)
+                 for group, target in target_params.items()},
+        lambda: target_params)
+
+
+# A metric of a step that an update may skip -> the 0/1 metric saying whether it ran. A skipped
+# step reports NaN for its metrics, and every mean over updates (fuse_updates, the launcher's
+# logs) leaves it out: see `mean_over_updates`.
+METRIC_GATES = {"actor_loss": "actor_updated", "alpha_loss": "actor_updated",
+                "entropy": "actor_updated"}
+
+
+def gated_step(run: jnp.ndarray, step: Callable[[], tuple[Any, Metrics]], unchanged: Any,
+               gate: str) -> tuple[Any, Metrics]:
+    """`step()` -> (new values, metrics) where `run` (a traced bool), else (`unchanged`, the
+    same metrics as NaN): a step that did not run reports no value, never a zero. The
+    metrics gain `gate`, 1.0 where the step ran and 0.0 where it did not."""
+    metric_shapes = jax.eval_shape(step)[1]
+
+    def skip():
+        return unchanged, {name: jnp.full(shape.shape, jnp.nan, shape.dtype)
+                           for name, shape in metric_shapes.items()}
+
+    new, metrics = jax.lax.cond(run, step, skip)
+    return new, {**metrics, gate: run.astype(jnp.float32)}
+
+
+def mean_over_updates(metrics: dict, xp: Any = jnp) -> dict:
+    """Per-metric means over axis 0 (updates, or calls of equally many fused updates).
+
+    A metric gated by METRIC_GATES averages only the updates whose gate ran, weighted by the
+    gate (a gate's own value is the fraction of updates that ran the step); NaN when none
+    did. xp: jnp inside jit, np on the host. metrics: name -> [T, ...] -> name -> [...].
+    """
+    means = {}
+    for name, values in metrics.items():
+        gate = METRIC_GATES.get(name)
+        if gate is None or gate not in metrics:
+            means[name] = xp.mean(values, axis=0)
+            continue
+        weights = metrics[gate]
+        ran = xp.sum(weights, axis=0)
+        total = xp.sum(xp.where(weights > 0, values * weights, 0.0), axis=0)
+        means[name] = xp.where(ran > 0, total / xp.where(ran > 0, ran, 1.0), xp.nan)
+    return means
+
+
 def linear_schedule(start: float, end: float, duration: int, step: jnp.ndarray) -> jnp.ndarray:
     """Linear from `start` at step 0 to `end` at `duration`, constant after."""
     mix = jnp.clip(step / duration, 0.0, 1.0)
@@ -82,6 +138,53 @@ def apply_optimizer(optimizer: optax.GradientTransformation, grads: Params, opt_
                     params: Params) -> tuple[Params, Any]:
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizers:
+    """One optax optimiser per parameter group, as the papers have them.
+
+    critic: encoder and critic (the critic loss); actor; alpha: SAC's log temperature;
+    beta: GPL's pessimism; lix_p: A-LIX's smoothing strength. Groups a config does not
+    use are None."""
+
+    critic: optax.GradientTransformation
+    actor: optax.GradientTransformation
+    alpha: optax.GradientTransformation | None
+    beta: optax.GradientTransformation | None
+    lix_p: optax.GradientTransformation | None
+
+
+def make_optimizers(config: Config) -> Optimizers:
+    sac = config.base == "sac"
+    return Optimizers(
+        critic=optax.adam(config.lr), actor=optax.adam(config.lr),
+        alpha=optax.adam(config.lr) if sac else None,
+        beta=pessimism.beta_optimizer(config) if config.critic == "gpl" else None,
+        lix_p=optax.adam(config.lix_lr, b1=config.lix_b1) if config.lix else None)
+
+
+def init_state(config: Config, nets: Parts, optimizers: Optimizers, obs_spec: specs.Array,
+               action_dim: int, key: jax.Array) -> AgentState:
+    """The initial AgentState of any base: network parameters from `key`, the scalars the
+    config's parts learn (SAC's log_alpha, GPL's beta, A-LIX's P), one optimiser state per
+    group, and target copies of the critic (and of the encoder with target_encoder)."""
+    params = init_params(nets, obs_spec, action_dim, key)
+    critic_group = {"encoder": params["encoder"], "critic": params["critic"]}
+    opt_states = {"critic": optimizers.critic.init(critic_group),
+                  "actor": optimizers.actor.init(params["actor"])}
+    scalars = {"log_alpha": ("alpha", np.log(config.init_temperature), optimizers.alpha),
+               "beta": ("beta", config.gpl_beta_init, optimizers.beta),
+               "lix_p": ("lix_p", config.lix_init, optimizers.lix_p)}
+    for name, (group, value, optimizer) in scalars.items():
+        if optimizer is not None:
+            params[name] = jnp.asarray(value, jnp.float32)
+            opt_states[group] = optimizer.init(params[name])
+    target_params = {"critic": params["critic"]}
+    if config.target_encoder:
+        target_params["encoder"] = params["encoder"]
+    return AgentState(params=params, target_params=target_params, opt_states=opt_states,
+                      update_step=jnp.zeros((), jnp.int32))
 
 
 def check_obs(obs: jnp.ndarray, obs_spec: specs.Array, name: str = "obs") -> None:
@@ -106,33 +209,3 @@ def check_batch(batch: Batch, obs_spec: specs.Array, action_dim: int) -> None:
         if tuple(value.shape) != shape:
             raise ValueError(f"batch.{name}: expected shape {list(shape)}, "
                              f"got {list(value.shape)}")
-
-
-def clipped_noise_action(mean: jnp.ndarray, stddev: jnp.ndarray, clip: float,
-                         key: jax.Array) -> jnp.ndarray:
-    """DrQ-v2 target/actor-loss action: mu + clip(N(0, std^2), -c, c), clamped to
-    [-1 + 1e-6, 1 - 1e-6] with a straight-through gradient. mean: [B, A]."""
-    noise = jnp.clip(stddev * jax.random.normal(key, mean.shape), -clip, clip)
-    action = mean + noise
-    clamped = jnp.clip(action, -1.0 + 1e-6, 1.0 - 1e-6)
-    return action + jax.lax.stop_gradient(clamped - action)
-
-
-def tanh_gaussian_sample(mean: jnp.ndarray, log_std: jnp.ndarray,
-                         key: jax.Array) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Reparameterised tanh-squashed Gaussian sample and its log-probability.
-
-    mean, log_std: [B, A] -> (action [B, A] in (-1, 1), log_prob [B]).
-    log pi(a) = sum_i [log N(u_i; mean, std) - log(1 - tanh(u_i)^2)], with the stable
-    log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)).
-    """
-    std = jnp.exp(log_std)
-    pre_tanh = mean + std * jax.random.normal(key, mean.shape)
-    gaussian_log_prob = -0.5 * ((pre_tanh - mean) / std) ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi)
-    log_det = 2.0 * (jnp.log(2.0) - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))
-    return jnp.tanh(pre_tanh), jnp.sum(gaussian_log_prob - log_det, axis=-1)
-
-
-def ensemble_mse(q: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
-    """Sum over critics of the batch-mean squared error. q: [N, B], target: [B]."""
-    return jnp.sum(jnp.mean((q - target[None]) ** 2, axis=-1))

@@ -3,7 +3,7 @@
 A run is described by a single `Config`: the agent's parts (base algorithm, encoder,
 augmentation, critic, MLP), its hyperparameters, and the environment / replay / schedule
 settings of the launcher. Presets (`PRESETS`) are named overrides of the defaults, which are
-the DrQ-v2 recipe (ALGORITHMS.md section 1); `task_overrides` holds the per-task changes of
+the DrQ-v2 recipe (docs/algorithms.md, DrQ-v2); `task_overrides` holds the per-task changes of
 each paper's recipe. Frames are environment steps (before action repeat), steps are agent
 steps.
 """
@@ -12,7 +12,7 @@ import difflib
 import json
 from typing import Any, Mapping
 
-from networks import min_image_size
+from pixelzoo.networks import min_image_size
 
 BASES = ("ddpg", "sac")
 ENCODERS = ("conv", "flare")
@@ -130,7 +130,7 @@ def check_field_names(values: Mapping[str, Any]) -> None:
                          + ", ".join(FIELD_NAMES))
 
 
-# Named agents: overrides of the DrQ-v2 defaults (ALGORITHMS.md sections 1-2).
+# Named agents: overrides of the DrQ-v2 defaults (docs/algorithms.md).
 PRESETS: dict[str, dict[str, Any]] = {
     "drqv2": {},
     # Flare's encoder on the DrQ-v2 base; feature dim 64 as in its released scripts.
@@ -144,14 +144,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     "drq": dict(
         base="sac", centered_pixels=False, target_encoder=True, lr=1e-3, batch_size=512,
         nstep=1, update_every_steps=1, actor_update_every=2, target_update_every=2,
-        replay_capacity=100_000, num_seed_frames=1000 * 4, action_repeat=4,
+        replay_capacity=100_000, num_seed_frames=1000 * 2, action_repeat=2,
     ),
 }
 
-# DrQ-v2 exploration schedule per task group, in agent steps (ALGORITHMS.md section 1).
+# DrQ-v2 exploration schedule per task group, in agent steps (docs/algorithms.md, DrQ-v2).
 _DRQV2_STDDEV_STEPS = {"easy": 100_000, "medium": 500_000, "hard": 2_000_000}
-# DrQ action repeat per PlaNet domain (ALGORITHMS.md section 2); others use 4.
-_DRQ_ACTION_REPEAT = {"cartpole": 8, "finger": 2, "walker": 2}
+# DrQ's action repeat on the six PlaNet-benchmark tasks (docs/algorithms.md, DrQ); every
+# other task uses 2, as the authors' "Dreamer benchmark" runs and their curves do.
+DRQ_PLANET_ACTION_REPEAT = {"cartpole_swingup": 8, "finger_spin": 2, "walker_walk": 2,
+                            "cheetah_run": 4, "reacher_easy": 4, "cup_catch": 4,
+                            "ball_in_cup_catch": 4}
+DRQ_DEFAULT_ACTION_REPEAT = 2
 
 
 def task_overrides(preset: str, task: str, task_group: str | None) -> dict[str, Any]:
@@ -162,8 +166,7 @@ def task_overrides(preset: str, task: str, task_group: str | None) -> dict[str, 
     base = PRESETS[preset].get("base", "ddpg")
     changes: dict[str, Any] = {}
     if base == "sac":
-        domain = next((d for d in _DRQ_ACTION_REPEAT if task.startswith(d + "_")), None)
-        changes["action_repeat"] = _DRQ_ACTION_REPEAT.get(domain, 4)
+        changes["action_repeat"] = DRQ_PLANET_ACTION_REPEAT.get(task, DRQ_DEFAULT_ACTION_REPEAT)
         # 1000 seed steps (agent steps) in the DrQ recipe, whatever the action repeat.
         changes["num_seed_frames"] = 1000 * changes["action_repeat"]
         return changes
@@ -249,6 +252,11 @@ def validate(config: Config) -> list[str]:
     if config.lix and config.base != "ddpg":
         errors.append("lix=True is implemented on the ddpg base (DrQ-v2, as in A-LIX); "
                       "base='sac' with LIX layers is not available yet")
+    if config.target_encoder and config.base != "sac":
+        errors.append("target_encoder=True is part of the sac base (DrQ's target critic holds "
+                      "its own encoder copy); the ddpg base (DrQ-v2) encodes next_obs with the "
+                      "online encoder and has no target encoder: use base='sac' or "
+                      "target_encoder=False")
     if config.encoder == "flare" and config.frame_stack < 2:
         errors.append("encoder='flare' needs frame_stack >= 2 (it encodes frame differences)")
     return errors

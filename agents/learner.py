@@ -20,12 +20,11 @@ default), so augmentation draws the same values however the batch is split.
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from agents.common import Agent, AgentState, Metrics
-from replay import Batch
+from pixelzoo.agents.common import Agent, AgentState, Metrics, mean_over_updates
+from pixelzoo.replay import Batch
 
 DATA_AXIS = "data"
 
@@ -47,7 +46,8 @@ def fuse_updates(update: Callable, num_updates: int) -> Callable:
 
     batches: a Batch whose leaves are [U, B, ...]. Update u gets batch u and key u of
     `jax.random.split(key, U)` (U = 1 uses `key` itself, so it is exactly `update`).
-    Returns (state after U updates, metrics: the mean over the U updates of each scalar).
+    Returns (state after U updates, metrics: the mean over the U updates of each scalar,
+    over those that ran the step for a gated metric: `common.mean_over_updates`).
     """
     if num_updates == 1:
         return lambda state, batches, key: update(
@@ -59,7 +59,7 @@ def fuse_updates(update: Callable, num_updates: int) -> Callable:
             return update(state, batch, update_key)
 
         state, metrics = jax.lax.scan(body, state, (batches, jax.random.split(key, num_updates)))
-        return state, jax.tree.map(lambda values: jnp.mean(values, axis=0), metrics)
+        return state, mean_over_updates(metrics)
 
     return fused
 

@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 from dm_env import specs
 
-import networks
-from agents.config import Config
+from pixelzoo import networks
+from pixelzoo.agents.config import Config
 
 
 @dataclasses.dataclass(frozen=True)

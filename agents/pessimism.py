@@ -1,27 +1,22 @@
-"""How an ensemble's Q estimates become one pessimistic value: twin-min, or GPL's learned
-pessimism (ALGORITHMS.md section 4) with its dual TD-learning of beta and the optional
-optimistic actor shift."""
+"""How an ensemble's Q estimates become one pessimistic value, and GPL's learning of its
+pessimism (docs/algorithms.md, GPL): the value function a config asks for, the dual
+TD-learning step of beta and the optional optimistic actor shift. The formulas themselves
+are in agents/losses.py."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
 
-from agents import common
-from agents.config import Config
+from pixelzoo.agents import losses
+from pixelzoo.agents.config import Config
 
 
-def ensemble_uncertainty(q: jnp.ndarray) -> jnp.ndarray:
-    """GPL's u(s, a): mean over ordered pairs i != j of |Q_i - Q_j|. Q [N, B] -> [B]."""
-    num = q.shape[0]
-    pairwise = jnp.abs(q[:, None, :] - q[None, :, :])                 # [N, N, B], zero diagonal
-    return jnp.sum(pairwise, axis=(0, 1)) / (num * (num - 1))
-
-
-def target_value(q: jnp.ndarray, config: Config, beta: jnp.ndarray | None = None) -> jnp.ndarray:
-    """Q [N, B] -> [B]. twin: min(Q1, Q2). gpl: mean_i Q_i - beta * u, which equals the
-    minimum for N = 2 and beta = 0.5."""
+def value_fn(config: Config, beta: jnp.ndarray | None = None) -> losses.ValueFn:
+    """Q [N, B] -> [B]: twin: min(Q1, Q2); gpl: mean_i Q_i - beta * u(s, a)."""
     if config.critic == "gpl":
-        return jnp.mean(q, axis=0) - beta * ensemble_uncertainty(q)
-    return jnp.min(q, axis=0)
+        return functools.partial(losses.gpl_penalised_value, beta=beta)
+    return losses.twin_min_value
 
 
 def beta_optimizer(config: Config) -> optax.GradientTransformation:
@@ -37,15 +32,29 @@ def actor_beta(config: Config, beta: jnp.ndarray, agent_step: jnp.ndarray) -> jn
 
 def dual_beta_step(config: Config, beta: jnp.ndarray, opt_state, q: jnp.ndarray,
                    target: jnp.ndarray) -> tuple[jnp.ndarray, object, jnp.ndarray]:
-    """One Adam step on loss_beta = beta * stop_gradient(mean_{i,b}(Q_i(s, a) - y)).
+    """One Adam step on `losses.gpl_beta_loss` (unless gpl_learn_beta is off).
 
-    q: [N, B] predictions of the critics before their update; target: [B]. A positive mean
-    TD error (targets below predictions) lowers beta, a negative one raises it.
-    Returns (beta, opt_state, mean TD error).
+    q: [N, B] predictions of the critics before their update; target: [B].
+    Returns (beta, opt_state, mean TD error mean_{i,b}(Q_i - y)).
     """
     mean_td_error = jax.lax.stop_gradient(jnp.mean(q - target[None]))
     if not config.gpl_learn_beta:
         return beta, opt_state, mean_td_error
-    grad = jax.grad(lambda b: b * mean_td_error)(beta)
-    beta, opt_state = common.apply_optimizer(beta_optimizer(config), grad, opt_state, beta)
-    return beta, opt_state, mean_td_error
+    grad = jax.grad(losses.gpl_beta_loss)(beta, q, target)
+    updates, opt_state = beta_optimizer(config).update(grad, opt_state, beta)
+    return optax.apply_updates(beta, updates), opt_state, mean_td_error
+
+
+def gpl_step(config: Config, params: dict, opt_states: dict, q: jnp.ndarray,
+             target: jnp.ndarray, agent_step: jnp.ndarray) -> tuple[jnp.ndarray, dict]:
+    """GPL's part of an update, run after the critic step.
+
+    Returns the actor's beta_pi (from the beta before this step, as the critic used) and
+    updates params['beta'] / opt_states['beta'] in place by `dual_beta_step`. Metrics: beta,
+    beta_actor, td_error_mean."""
+    beta = params["beta"]
+    beta_pi = actor_beta(config, beta, agent_step)
+    params["beta"], opt_states["beta"], td_error_mean = dual_beta_step(
+        config, beta, opt_states["beta"], q, target)
+    return beta_pi, {"beta": params["beta"], "beta_actor": beta_pi,
+                     "td_error_mean": td_error_mean}

@@ -5,10 +5,10 @@
 Importing this package is cheap: dm_control is imported by `make`, after the OpenGL
 backend is chosen.
 """
-from envs.dmc import DMCEnv, make
-from envs.pool import EnvPool, EnvWorkerError
-from envs.rendering import RenderingUnavailableError, ensure_gl_backend
-from envs.tasks import DRQV2_TASKS, names, task_group
+from pixelzoo.envs.dmc import DMCEnv, make
+from pixelzoo.envs.pool import EnvPool, EnvWorkerError
+from pixelzoo.envs.rendering import RenderingUnavailableError, ensure_gl_backend
+from pixelzoo.envs.tasks import DRQV2_TASKS, names, task_group
 
 __all__ = [
     "DMCEnv",

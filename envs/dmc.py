@@ -14,8 +14,8 @@ import dm_env
 from dm_env import specs
 import numpy as np
 
-from envs import rendering
-from envs import tasks
+from pixelzoo.envs import rendering
+from pixelzoo.envs import tasks
 
 OBS_TYPES = ("pixels", "state")
 _QUADRUPED_CAMERA_ID = 2  # DrQ-v2's zoomed-in camera for quadruped

@@ -28,11 +28,11 @@ from typing import Any, Sequence
 import dm_env
 import numpy as np
 
-from envs import dmc
+from pixelzoo.envs import dmc
 
 # The worker's command: python -c _WORKER_CODE <socket fd> <parent's sys.path as JSON>.
 _WORKER_CODE = ("import json, sys; sys.path[:0] = json.loads(sys.argv[2]); "
-                "from envs.pool import _serve_socket; _serve_socket(int(sys.argv[1]))")
+                "from pixelzoo.envs.pool import _serve_socket; _serve_socket(int(sys.argv[1]))")
 
 
 def _serve_socket(fd: int) -> None:

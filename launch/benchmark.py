@@ -1,7 +1,7 @@
 r"""Measures a learner's speed on this machine: the update, the environment and the whole
 training loop, plus replay memory.
 
-    python -m launch.benchmark --agent=drqv2 --batch_size=256 --image_size=84
+    python -m pixelzoo.launch.benchmark --agent=drqv2 --batch_size=256 --image_size=84
 
 Prints a table, then one JSON line:
 - update_ms: median wall time of one update call (U = --updates_per_call fused updates) on
@@ -22,8 +22,8 @@ import time
 
 from absl import app, flags
 
-import agents
-import envs
+from pixelzoo import agents
+from pixelzoo import envs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("agent", "drqv2", "Agent preset.")
@@ -43,7 +43,7 @@ flags.DEFINE_integer("train_steps", 40, "Agent steps of the training-loop timing
 
 
 def _synthetic_batches(rng, obs_spec, action_dim: int, leading: tuple[int, int]):
-    from replay import Batch
+    from pixelzoo.replay import Batch
     import numpy as np
     pixels = lambda: rng.integers(0, 256, (*leading, *obs_spec.shape), dtype=np.uint8)
     return Batch(pixels(), rng.uniform(-1, 1, (*leading, action_dim)).astype(np.float32),
@@ -62,7 +62,7 @@ def main(argv: list[str]) -> None:
     import jax
     import numpy as np
 
-    from replay import ReplayBuffer
+    from pixelzoo.replay import ReplayBuffer
 
     size, batch_size, calls = FLAGS.image_size, FLAGS.batch_size, FLAGS.updates_per_call
     env = envs.make(FLAGS.task, seed=0, image_size=size, frame_stack=FLAGS.frame_stack,
@@ -157,5 +157,10 @@ def main(argv: list[str]) -> None:
     print(json.dumps(result))
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console script `pixelzoo-benchmark` (= python -m pixelzoo.launch.benchmark)."""
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -9,14 +9,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import agents
-import envs
-from agents.config import Config
-from agents.learner import Learner, make_mesh
-from launch.checkpointing import RunCheckpointer
-from launch.run_logging import CsvLog, Progress, TensorBoard, save_video
-import replay as replay_lib
-from replay import Batch, ReplayBuffer
+from pixelzoo import agents
+from pixelzoo import envs
+from pixelzoo.agents.common import METRIC_GATES, mean_over_updates
+from pixelzoo.agents.config import Config
+from pixelzoo.agents.learner import Learner, make_mesh
+from pixelzoo.launch.checkpointing import RunCheckpointer
+from pixelzoo.launch.run_logging import CsvLog, Progress, TensorBoard, save_video
+from pixelzoo import replay as replay_lib
+from pixelzoo.replay import Batch, ReplayBuffer
 
 TRAIN_COLUMNS = ["frame", "step", "episode", "episode_return", "episode_length", "fps",
                  "total_time"]
@@ -47,40 +48,72 @@ def _dummy_batch(obs_spec, action_dim: int, batch_size: int) -> Batch:
 
 
 class MetricsWindow:
-    """Learner metrics of the updates since the last flush, kept on the device.
+    """Learner metrics of the updates so far, kept on the device until they are read.
 
-    Fetched once per log interval (no per-update host sync); a non-finite value is traced
-    back to the exact update (and seed) that produced it. Metrics are scalars, or [K] arrays
-    when K seeds train together (`seeds` names them).
+    Fetched once per log interval, episode end or checkpoint (no per-update host sync); a
+    non-finite value is traced back to the exact update (and seed) that produced it. Two
+    host-side accumulators read them: `interval_means` (since its last call, for TensorBoard)
+    and `episode_means` (since its last call, for train.csv). Means follow
+    `agents.common.mean_over_updates`: a step an update skipped (e.g. the actor's, with
+    actor_update_every > 1) is left out, not averaged in as a zero. Metrics are scalars, or
+    [K] arrays when K seeds train together (`seeds` names them).
     """
 
     def __init__(self, seeds: list[int] | None = None):
         self._seeds = seeds
-        self._steps: list[int] = []
-        self._metrics: list[dict] = []
+        self._pending_steps: list[int] = []
+        self._pending: list[dict] = []
+        self._interval: list[dict[str, np.ndarray]] = []
+        self._episode: list[dict[str, np.ndarray]] = []
 
     def add(self, step: int, metrics: dict) -> None:
-        self._steps.append(step)
-        self._metrics.append(metrics)
+        self._pending_steps.append(step)
+        self._pending.append(metrics)
 
-    def flush(self) -> list[dict[str, float]]:
-        """Per-seed means over the window (one dict per seed; [] when empty); raises
-        NonFiniteLossError naming the first bad step."""
-        if not self._metrics:
-            return []
-        fetched = jax.device_get(self._metrics)  # one transfer, no per-length compile
-        stacked = {k: np.stack([np.reshape(m[k], -1) for m in fetched]) for k in fetched[0]}
-        steps, self._steps, self._metrics = self._steps, [], []
-        for name, values in stacked.items():        # [updates, seeds]
-            bad = np.argwhere(~np.isfinite(values))
-            if bad.size:
-                row, lane = bad[0]
-                where = f" of seed {self._seeds[lane]}" if self._seeds else ""
-                raise NonFiniteLossError(f"non-finite {name} ({values[row, lane]}) in the "
-                                         f"update at agent step {steps[row]}{where}")
-        num_lanes = next(iter(stacked.values())).shape[1]
-        return [{name: float(np.mean(values[:, lane])) for name, values in stacked.items()}
-                for lane in range(num_lanes)]
+    def fetch(self) -> None:
+        """Moves the pending device metrics to the host accumulators; raises
+        NonFiniteLossError naming the first bad update (a skipped step's NaN is no error)."""
+        if not self._pending:
+            return
+        fetched = jax.device_get(self._pending)  # one transfer, no per-length compile
+        rows = [{k: np.reshape(np.asarray(v, np.float64), -1) for k, v in m.items()}
+                for m in fetched]
+        steps, self._pending_steps, self._pending = self._pending_steps, [], []
+        for row, step in zip(rows, steps):
+            for name, values in row.items():      # [seeds]
+                gate = METRIC_GATES.get(name)
+                ran = row[gate] > 0 if gate in row else np.ones(values.shape, bool)
+                bad = np.flatnonzero(ran & ~np.isfinite(values))
+                if bad.size:
+                    where = f" of seed {self._seeds[bad[0]]}" if self._seeds else ""
+                    raise NonFiniteLossError(f"non-finite {name} ({values[bad[0]]}) in the "
+                                             f"update at agent step {step}{where}")
+        self._interval += rows
+        self._episode += rows
+
+    def interval_means(self) -> list[dict[str, float]]:
+        """Per-seed means over the updates since the last call ([] when none)."""
+        self.fetch()
+        rows, self._interval = self._interval, []
+        return _per_seed_means(rows)
+
+    def episode_means(self) -> list[dict[str, float]]:
+        """Per-seed means over the updates since the last call ([] when none)."""
+        self.fetch()
+        rows, self._episode = self._episode, []
+        return _per_seed_means(rows)
+
+
+def _per_seed_means(rows: list[dict[str, np.ndarray]]) -> list[dict[str, float]]:
+    """Rows of name -> [K] -> K dicts of name -> mean over the rows; a metric with no value
+    (no update ran its step) is left out."""
+    if not rows:
+        return []
+    stacked = {name: np.stack([row[name] for row in rows]) for name in rows[0]}  # [T, K]
+    means = mean_over_updates(stacked, xp=np)
+    num_lanes = next(iter(means.values())).shape[0]
+    return [{name: float(values[lane]) for name, values in means.items()
+             if np.isfinite(values[lane])} for lane in range(num_lanes)]
 
 
 def evaluate(pool: envs.EnvPool, policy: Callable[[np.ndarray], np.ndarray],
@@ -224,19 +257,14 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
                       f"frames in {workdir}")
     metrics = MetricsWindow(seeds if stacked else None)
     recent_returns: collections.deque = collections.deque(maxlen=10)  # means over seeds
-    last_metrics: list[dict[str, float]] = [{} for _ in seeds]
     replay_ready = False
     clock = time.monotonic()
 
     def elapsed() -> float:
         return total_time + time.monotonic() - clock
 
-    def flush_metrics() -> None:
-        nonlocal last_metrics
-        last_metrics = metrics.flush() or last_metrics
-
     def save_checkpoint(frame: int) -> None:
-        flush_metrics()  # never checkpoint a non-finite state
+        metrics.fetch()  # never checkpoint a non-finite state
         loop_state = {"step": step, "episode": episode, "total_time": elapsed(),
                       "next_eval_frame": next_eval_frame}
         replay_state = ({f"seed_{seed}": replay.state_dict()
@@ -260,16 +288,17 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
             if ended == {True}:
                 episode += 1
                 recent_returns.append(float(np.mean(episode_returns)))
-                flush_metrics()
+                episode_metrics = metrics.episode_means() or [{} for _ in seeds]
                 fps = (episode_length * action_repeat * num_seeds
                        / max(time.monotonic() - episode_start_time, 1e-9))
                 for index, seed in enumerate(seeds):
                     row = {"frame": frame, "seed": seed, "step": step, "episode": episode,
                            "episode_return": episode_returns[index],
                            "episode_length": episode_length * action_repeat,
-                           "fps": fps, "total_time": elapsed(), **last_metrics[index]}
-                    train_log.append(row)
+                           "fps": fps, "total_time": elapsed()}
+                    # TensorBoard: the episode's own scalars; the learner's arrive per interval.
                     board.scalars(board_prefix("train", seed), _without_seed(row), frame)
+                    train_log.append({**row, **episode_metrics[index]})
                 timesteps = train_pool.reset()
                 for replay, timestep in zip(replays, timesteps):
                     replay.add(timestep)
@@ -348,8 +377,7 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
             step += 1
             frame = step * action_repeat
             if frame % config.log_every_frames < action_repeat:
-                flush_metrics()
-                for seed, seed_metrics in zip(seeds, last_metrics):
+                for seed, seed_metrics in zip(seeds, metrics.interval_means()):
                     board.scalars(board_prefix("train", seed), seed_metrics, frame)
                 recent = float(np.mean(recent_returns)) if recent_returns else None
                 progress.show(progress.line("train", frame, progress.frames_per_second(frame),

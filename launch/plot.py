@@ -1,8 +1,8 @@
 r"""Learning curves and aggregate scores of pixelzoo runs, with the official curves overlaid.
 
-    python -m launch.plot DIR... --out=PLOTS [--frames=100000,500000] [--noreference] \
+    python -m pixelzoo.launch.plot DIR... --out=PLOTS [--frames=100000,500000] [--noreference] \
         [--reps=2000]
-    python -m launch.plot runs/sweep-a runs/drqv2-walker_walk-1 --out=plots
+    python -m pixelzoo.launch.plot runs/sweep-a runs/drqv2-walker_walk-1 --out=plots
 
 Each DIR is a sweep folder or a workdir: every folder under it that holds config.json and
 eval.csv is a run. Writes to --out one `<task>.png` per task, `aggregate.png` and
@@ -519,7 +519,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     try:
         return FLAGS(argv)
     except flags.Error as error:
-        print(f"error: {error}\nusage: python -m launch.plot DIR... --out=PLOTS "
+        print(f"error: {error}\nusage: python -m pixelzoo.launch.plot DIR... --out=PLOTS "
               "[--frames=100000,500000] [--noreference] [--reps=2000]", file=sys.stderr)
         sys.exit(EXIT_USAGE)
 
@@ -537,6 +537,11 @@ def main(argv: list[str]) -> None:
     print("\n".join(written))
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console script `pixelzoo-plot` (= python -m pixelzoo.launch.plot)."""
     define_flags()
     app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+    run()

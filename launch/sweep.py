@@ -1,8 +1,8 @@
 r"""Runs a grid of launch.train runs, locally or on SLURM, resumably.
 
-    python -m launch.sweep --out=sweeps/bs --agents=drqv2,drq --tasks=walker_walk,cheetah_run \
+    python -m pixelzoo.launch.sweep --out=sweeps/bs --agents=drqv2,drq --tasks=walker_walk,cheetah_run \
         --seeds=1,2,3 --num_frames=500000 --config.batch_size=128,256 --max_parallel=2
-    python -m launch.sweep --out=sweeps/planet --suite=planet100k --agents=drq --seeds=1,2,3 \
+    python -m pixelzoo.launch.sweep --out=sweeps/planet --suite=planet100k --agents=drq --seeds=1,2,3 \
         --executor=slurm --slurm_partition=gpu --timeout_min=1440
 
 The grid is agents x tasks x (every combination of the `--config.<field>=v1,v2,...` lists) x
@@ -36,13 +36,12 @@ from absl import flags
 # sys.stderr (pytest's capture, a notebook's) closes that stream under its owner.
 import submitit
 
-import envs
-from envs.tasks import check_task
+from pixelzoo import envs
+from pixelzoo.envs.tasks import check_task
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXECUTORS = ("local", "submitit_local", "slurm")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # holds the packages
 POLL_SECONDS = 1.0
 LOG_NAME = "train.log"
 MANIFEST_NAME = "manifest.json"
@@ -103,7 +102,7 @@ class RunSpec:
         return os.path.join(out, "runs", self.name)
 
     def command(self, out: str) -> list[str]:
-        return [sys.executable, "-m", "launch.train", f"--agent={self.agent}",
+        return [sys.executable, "-m", "pixelzoo.launch.train", f"--agent={self.agent}",
                 f"--task={self.task}", f"--seed={self.seed}", f"--num_frames={self.num_frames}",
                 f"--workdir={self.workdir(out)}",
                 *(f"--config.{field}={value}" for field, value in self.config)]
@@ -229,8 +228,8 @@ def _parse_value(field: str, text: str, kind: type) -> Any:
 def runs_from_flags(flag_values: flags.FlagValues,
                     config_lists: Mapping[str, list[str]]) -> list[RunSpec]:
     """The sweep's runs, every one checked as launch.train would check it; UsageError if not."""
-    import agents  # imported here: jax is heavy, and a job running run_command needs none
-    from agents.config import FIELD_TYPES, check_field_names
+    from pixelzoo import agents  # imported here: jax is heavy, and a job running run_command needs none
+    from pixelzoo.agents.config import FIELD_TYPES, check_field_names
 
     fv = flag_values
     if fv.out is None:
@@ -349,7 +348,7 @@ def execute(runs: list[RunSpec], out: str, fv: flags.FlagValues, executor: Any,
                 run = pending.pop(0)
                 os.makedirs(run.workdir(out), exist_ok=True)
                 job = executor.submit(run_command, run.command(out),
-                                      os.path.join(run.workdir(out), LOG_NAME), ROOT,
+                                      os.path.join(run.workdir(out), LOG_NAME), os.getcwd(),
                                       env_defaults)
                 job_id = getattr(job, "job_id", None)
                 attempt = manifest.data["runs"].get(run.name, {}).get("attempt", 0) + 1
@@ -386,7 +385,7 @@ def _record_end(run: RunSpec, job: Any, manifest: Manifest) -> None:
 
 
 def main(argv: Sequence[str]) -> int:
-    """`python -m launch.sweep` with argv; returns the exit status."""
+    """`python -m pixelzoo.launch.sweep` with argv; returns the exit status."""
     fv = define_flags(flags.FlagValues())
     if any(arg in ("-h", "--help", "--helpfull") for arg in argv[1:]):
         print(__doc__ + "\nflags:\n" + fv.get_help() + "\n  --config.<field>=v1,v2,...: "
@@ -455,6 +454,11 @@ def main(argv: Sequence[str]) -> int:
     return EXIT_FAILED if counts["failed"] else 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console script `pixelzoo-sweep` (= python -m pixelzoo.launch.sweep)."""
     # Through the module's real name, so that submitit pickles run_command by reference.
-    sys.exit(importlib.import_module("launch.sweep").main(sys.argv))
+    sys.exit(importlib.import_module("pixelzoo.launch.sweep").main(sys.argv))
+
+
+if __name__ == "__main__":
+    run()

@@ -1,6 +1,6 @@
 r"""Trains one pixelzoo agent on one DeepMind Control task, resumably.
 
-    python -m launch.train --agent=drqv2 --task=cartpole_swingup --seed=1 \
+    python -m pixelzoo.launch.train --agent=drqv2 --task=cartpole_swingup --seed=1 \
         --num_frames=1000000 --workdir=runs/drqv2-cartpole_swingup-1 --config.batch_size=512
 
 Every field of agents.Config is a `--config.<field>=value` flag. The workdir receives
@@ -17,9 +17,9 @@ from typing import Any
 from absl import app, flags
 from ml_collections import config_dict, config_flags
 
-import agents
-import envs
-from agents.config import Config, check_field_names
+from pixelzoo import agents
+from pixelzoo import envs
+from pixelzoo.agents.config import Config, check_field_names
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("agent", "drqv2", f"Agent preset: one of {', '.join(agents.names())}.")
@@ -152,7 +152,7 @@ def main(argv: list[str]) -> None:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
-    from launch.loop import NonFiniteLossError, train  # heavy imports after the checks
+    from pixelzoo.launch.loop import NonFiniteLossError, train  # heavy imports after the checks
     stop_signal: list[int] = []
 
     def request_stop(signum: int, frame: Any) -> None:
@@ -189,6 +189,11 @@ def define_config_flag(argv: list[str]) -> None:
         "its per-task recipe. Fields: " + ", ".join(agents.FIELD_NAMES))
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console script `pixelzoo-train` (= python -m pixelzoo.launch.train)."""
     define_config_flag(sys.argv)
     app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+    run()

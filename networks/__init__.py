@@ -1,11 +1,11 @@
 """Flax (linen) networks shared by every pixelzoo agent."""
-from networks.encoders import (ConvEncoder, FlareEncoder, LixContext, StateEncoder, conv_output_size,
+from pixelzoo.networks.encoders import (ConvEncoder, FlareEncoder, LixContext, StateEncoder, conv_output_size,
                                min_image_size, normalize_pixels, patch_conv,
                                row_patch_conv)
-from networks.heads import CriticEnsemble, DeterministicActor, TanhGaussianActor, Trunk
-from networks.init import (bias_init, conv_kernel_init, dense, dense_kernel_init,
+from pixelzoo.networks.heads import CriticEnsemble, DeterministicActor, TanhGaussianActor, Trunk
+from pixelzoo.networks.init import (bias_init, conv_kernel_init, dense, dense_kernel_init,
                            stacked_dense_kernel_init)
-from networks.mlp import MLP, EnsembleDense
+from pixelzoo.networks.mlp import MLP, EnsembleDense
 
 __all__ = [
     "ConvEncoder", "FlareEncoder", "LixContext", "StateEncoder", "conv_output_size", "min_image_size", "normalize_pixels",

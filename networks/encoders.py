@@ -1,4 +1,4 @@
-"""Pixel encoders: the 4-layer conv encoder of DrQ / DrQ-v2 (ALGORITHMS.md section 0) and
+"""Pixel encoders: the 4-layer conv encoder of DrQ / DrQ-v2 (docs/algorithms.md, "Shared pixel pipeline") and
 Flare's latent-flow encoder (section 5)."""
 import dataclasses
 import functools
@@ -7,8 +7,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from networks.init import bias_init, conv_kernel_init
-from networks.lix import lix, nd_probe
+from pixelzoo.networks.init import bias_init, conv_kernel_init
+from pixelzoo.networks.lix import lix, nd_probe
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,8 +4,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from networks.init import dense
-from networks.mlp import MLP
+from pixelzoo.networks.init import dense
+from pixelzoo.networks.mlp import MLP
 
 
 class Trunk(nn.Module):

@@ -1,4 +1,4 @@
-"""Weight initialisers shared by every network (ALGORITHMS.md section 0).
+"""Weight initialisers shared by every network (docs/algorithms.md, "Shared pixel pipeline").
 
 Dense layers: orthogonal with gain 1; convolutions: orthogonal with the ReLU gain sqrt(2);
 biases: zero. This matches the official DrQ-v2 / DrQ `weight_init`. Ensembles stack N
@@ -17,7 +17,7 @@ bias_init = nn.initializers.zeros
 
 
 def stacked_dense_kernel_init(key: jax.Array, shape: Sequence[int], dtype=jnp.float32):
-    """[N, in, out] kernels: N independent orthogonal [in, out] draws (ALGORITHMS.md section 0).
+    """[N, in, out] kernels: N independent orthogonal [in, out] draws (docs/algorithms.md, "Shared pixel pipeline").
 
     The N matrices are drawn one by one (unbatched QR): XLA:CPU's scheduler can hang
     compiling a jitted init that holds two large batched QRs (jax 0.10.2, 1024 wide).

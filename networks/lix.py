@@ -1,4 +1,4 @@
-"""A-LIX (ALGORITHMS.md section 3): the LIX layer and the normalized-discontinuity probe.
+"""A-LIX (docs/algorithms.md, A-LIX): the LIX layer and the normalized-discontinuity probe.
 
 Pure JAX functions; the encoder wires them in. Layout is NHWC throughout.
 

@@ -1,10 +1,10 @@
-"""Multi-layer perceptrons: plain ReLU MLPs and D2RL dense MLPs (ALGORITHMS.md section 6)."""
+"""Multi-layer perceptrons: plain ReLU MLPs and D2RL dense MLPs (docs/algorithms.md, D2RL)."""
 from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from networks.init import bias_init, dense, stacked_dense_kernel_init
+from pixelzoo.networks.init import bias_init, dense, stacked_dense_kernel_init
 
 
 class MLP(nn.Module):

@@ -1,7 +1,7 @@
 """Frame-deduplicated n-step replay (on the host, mirrored on the device) and the Batch
 type a learner consumes."""
-from replay.batch import Batch
-from replay.buffer import ReplayBuffer
-from replay.device import DeviceReplay, Layout, gather, layout_of
+from pixelzoo.replay.batch import Batch
+from pixelzoo.replay.buffer import ReplayBuffer
+from pixelzoo.replay.device import DeviceReplay, Layout, gather, layout_of
 
 __all__ = ["Batch", "DeviceReplay", "Layout", "ReplayBuffer", "gather", "layout_of"]

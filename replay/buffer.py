@@ -18,7 +18,7 @@ import dm_env
 import numpy as np
 from dm_env import specs
 
-from replay.batch import Batch
+from pixelzoo.replay.batch import Batch
 
 # Rejection-sampling rounds before sample() falls back to enumerating every valid index.
 _MAX_REJECTION_ROUNDS = 8

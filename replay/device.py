@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from replay.batch import Batch
-from replay.buffer import ReplayBuffer
+from pixelzoo.replay.batch import Batch
+from pixelzoo.replay.buffer import ReplayBuffer
 
 _FRAME_CHANNELS = 3
 

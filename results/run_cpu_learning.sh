@@ -12,16 +12,16 @@ common=(--config.action_repeat=4 --config.update_every_steps=1 --config.lr=3e-4
         --config.checkpoint_every_frames=20000)
 case "${1:-all}" in
   pixels|all)
-    python -m launch.train --agent=drqv2 --task=cartpole_balance --seed=1 --num_frames=32000 \
+    python -m pixelzoo.launch.train --agent=drqv2 --task=cartpole_balance --seed=1 --num_frames=32000 \
       --workdir=results/cpu/drqv2-pixels32-cartpole_balance-1 "${common[@]}" \
       --config.image_size=32 --config.batch_size=64 --config.eval_every_frames=4000 ;;&
   pixels24|all)
-    python -m launch.train --agent=drqv2 --task=cartpole_balance --seed=1 --num_frames=100000 \
+    python -m pixelzoo.launch.train --agent=drqv2 --task=cartpole_balance --seed=1 --num_frames=100000 \
       --workdir=results/cpu/drqv2-pixels24-cartpole_balance-1 "${common[@]}" \
       --config.image_size=24 --config.batch_size=128 --config.hidden_dim=256 \
       --config.eval_every_frames=4000 ;;&
   state|all)
-    python -m launch.train --agent=drqv2 --task=cartpole_swingup --seed=1 --num_frames=60000 \
+    python -m pixelzoo.launch.train --agent=drqv2 --task=cartpole_swingup --seed=1 --num_frames=60000 \
       --workdir=results/cpu/drqv2-state-cartpole_swingup-1 "${common[@]}" \
       --config.obs_type=state --config.batch_size=128 --config.hidden_dim=256 \
       --config.eval_every_frames=10000 ;;

@@ -15,8 +15,8 @@ import jax
 import numpy as np
 from dm_env import specs
 
-import agents
-from replay import Batch
+from pixelzoo import agents
+from pixelzoo.replay import Batch
 
 GOLDEN_PATH = os.path.join(os.path.dirname(__file__), "golden", "update_values.json")
 IMAGE, ACTION_DIM, BATCH, NUM_UPDATES = 20, 2, 6, 3

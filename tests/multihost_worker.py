@@ -13,8 +13,8 @@ import jax
 import numpy as np
 from dm_env import specs
 
-import agents
-from replay import Batch
+from pixelzoo import agents
+from pixelzoo.replay import Batch
 
 NUM_PROCESSES = 2
 NUM_UPDATES = 3

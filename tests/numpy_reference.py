@@ -1,6 +1,6 @@
 """Independent numpy forward passes of pixelzoo's networks, for value tests.
 
-Written from the recipe (ALGORITHMS.md), reading only parameter arrays from flax trees.
+Written from the recipes (docs/algorithms.md), reading only parameter arrays from flax trees.
 """
 import numpy as np
 

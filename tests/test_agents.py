@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from dm_env import specs
 
-import agents
-import networks
-from agents.augment import random_shift
-from replay import Batch
+from pixelzoo import agents
+from pixelzoo import networks
+from pixelzoo.agents.augment import random_shift
+from pixelzoo.replay import Batch
 from tests import numpy_reference as ref
 
 IMAGE = 15          # the smallest image the conv encoder takes: a 1x1 output map
@@ -181,7 +181,8 @@ def test_drqv2_actor_loss_does_not_train_encoder_or_critic():
                      without_actor.params[group])
     jax.tree.map(np.testing.assert_array_equal, without_actor.params["actor"],
                  state.params["actor"])
-    assert float(metrics["actor_loss"]) == 0.0
+    # A skipped actor step reports no value (issue 11: it used to report 0.0).
+    assert np.isnan(float(metrics["actor_loss"])) and float(metrics["actor_updated"]) == 0.0
 
 
 def test_drqv2_act_eval_is_the_mean_and_exploration_is_clipped():
@@ -319,6 +320,29 @@ def test_presets_and_task_recipes():
     assert build("drq", "finger_spin").num_seed_frames == 2000
 
 
+# DrQ's action repeat: the PlaNet six keep their per-task values, every other task gets the
+# "Dreamer benchmark" value 2, as in the official DrQ curves (docs/algorithms.md, DrQ).
+DRQ_ACTION_REPEATS = [("cartpole_swingup", 8), ("finger_spin", 2), ("walker_walk", 2),
+                      ("cheetah_run", 4), ("reacher_easy", 4), ("cup_catch", 4),
+                      ("ball_in_cup_catch", 4), ("cartpole_balance", 2), ("hopper_hop", 2),
+                      ("pendulum_swingup", 2), ("reacher_hard", 2), ("walker_run", 2),
+                      ("finger_turn_hard", 2), ("quadruped_walk", 2), ("acrobot_swingup", 2)]
+
+
+@pytest.mark.parametrize("task, action_repeat", DRQ_ACTION_REPEATS)
+def test_drq_action_repeat_is_the_papers_per_task_value(task, action_repeat):
+    config = agents.build_config("drq", task)
+    assert config.action_repeat == action_repeat
+    assert config.num_seed_frames == 1000 * action_repeat     # 1000 seed steps
+    assert agents.build_config("drq").action_repeat == 2       # no task: the default
+
+
+def test_target_encoder_on_the_ddpg_base_is_refused():
+    with pytest.raises(ValueError, match="target_encoder=True is part of the sac base"):
+        agents.build_config("drqv2", target_encoder=True)
+    assert agents.build_config("drq", target_encoder=True).target_encoder
+
+
 def test_config_errors_name_the_valid_choices():
     with pytest.raises(ValueError, match="choose one of: drqv2, flare, alix, gpl, d2rl, drq"):
         agents.make("drqv3", PIXEL_SPEC, ACTION_SPEC)
@@ -340,7 +364,7 @@ def test_encoder_uses_patch_conv_for_large_convolutions_on_cpu_with_the_same_val
     """At or above PATCH_CONV_MIN_POSITIONS output positions the encoder's CPU convolutions
     are patch products (row_patch_conv's hand-written backward included); below it they are
     native; features and gradients equal numpy's / the native convolution's either way."""
-    from networks import encoders
+    from pixelzoo.networks import encoders
     encoder = networks.ConvEncoder()
     rng = np.random.default_rng(3)
     params = encoder.init(jax.random.key(0), np.zeros((1, 48, 48, 9), np.uint8))

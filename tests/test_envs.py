@@ -11,10 +11,10 @@ import dm_env
 import numpy as np
 import pytest
 
-import envs
-from envs import dmc
-from envs import rendering
-from envs import tasks
+from pixelzoo import envs
+from pixelzoo.envs import dmc
+from pixelzoo.envs import rendering
+from pixelzoo.envs import tasks
 
 SIZE = 32
 

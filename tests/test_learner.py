@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from dm_env import specs
 
-import agents
-from agents.learner import Learner, fuse_updates, make_mesh
-from replay import Batch
+from pixelzoo import agents
+from pixelzoo.agents.learner import Learner, fuse_updates, make_mesh
+from pixelzoo.replay import Batch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BATCH = 4
@@ -158,7 +158,7 @@ def test_update_from_device_replay_equals_the_update_on_host_batches():
     """replay='device': batches gathered inside the jitted update from the device copy give
     the same new state as host batches of the same start indices (K = 2 seeds, U = 2)."""
     import dm_env
-    from replay import DeviceReplay, ReplayBuffer, gather
+    from pixelzoo.replay import DeviceReplay, ReplayBuffer, gather
     import functools
     agent = agents.make("drqv2", PIXEL_SPEC, ACTION_SPEC, **TINY)
     rng = np.random.default_rng(8)

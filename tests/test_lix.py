@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from networks.lix import bilinear_shift, lix, nd_probe, normalized_discontinuity
+from pixelzoo.networks.lix import bilinear_shift, lix, nd_probe, normalized_discontinuity
 
 ND_TARGET = 0.535
 # jit compiles once per shape, several times faster than op-by-op dispatch on a busy CPU.

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from launch import plot
+from pixelzoo.launch import plot
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 T_975 = {1: 12.706204736174705, 2: 4.302652729911275}  # Student t quantiles by dof
@@ -200,7 +200,7 @@ def test_a_run_on_either_cup_name_gets_the_cup_catch_references():
 
 # --------------------------------------------------------------------------------- command
 def run_plot(*args):
-    process = subprocess.run([sys.executable, "-m", "launch.plot", *map(str, args)],
+    process = subprocess.run([sys.executable, "-m", "pixelzoo.launch.plot", *map(str, args)],
                              cwd=ROOT, capture_output=True, text=True, timeout=300,
                              check=False)
     return process.returncode, process.stdout, process.stderr

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from dm_env import specs
 
-import replay
+from pixelzoo import replay
 
 FRAME = (6, 6, 3)
 ACTION_DIM = 2
@@ -446,7 +446,7 @@ def test_device_gather_equals_the_host_batch_for_the_same_indices(pixels):
     """Frames mirrored on the device and gathered inside jit give exactly the host batch,
     across episode boundaries and ring wraparound, before and after more adds."""
     import jax
-    from replay import DeviceReplay, gather
+    from pixelzoo.replay import DeviceReplay, gather
     rng = np.random.default_rng(0)
     if pixels:
         obs_spec = specs.Array((6, 6, 9), np.uint8)

@@ -11,9 +11,9 @@ import sys
 import pytest
 from absl import flags
 
-import envs
-from launch import sweep
-from launch.checkpointing import RunCheckpointer
+from pixelzoo import envs
+from pixelzoo.launch import sweep
+from pixelzoo.launch.checkpointing import RunCheckpointer
 from tests.test_train import TINY_RUN
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -48,7 +48,7 @@ def test_expand_grid_lists_every_run_and_its_command(tmp_path):
         workdir = f"{out}/runs/drqv2-{task}-{seed}-batch_size={batch_size}"
         assert run.workdir(out) == workdir
         assert run.command(out) == [
-            sys.executable, "-m", "launch.train", "--agent=drqv2", f"--task={task}",
+            sys.executable, "-m", "pixelzoo.launch.train", "--agent=drqv2", f"--task={task}",
             f"--seed={seed}", "--num_frames=800", f"--workdir={workdir}",
             f"--config.batch_size={batch_size}", "--config.obs_type=state"]
     # No config lists: one run per agent, task and seed, named without a tag.
@@ -97,7 +97,7 @@ def test_dry_run_prints_the_commands_and_creates_nothing(tmp_path, capsys):
                        "--dry_run"])
     assert code == 0
     lines = capsys.readouterr().out.splitlines()
-    expected = [f"{sys.executable} -m launch.train --agent={agent} --task=walker_walk "
+    expected = [f"{sys.executable} -m pixelzoo.launch.train --agent={agent} --task=walker_walk "
                 f"--seed={seed} --num_frames=1000 "
                 f"--workdir={out}/runs/{agent}-walker_walk-{seed}-lr={lr} --config.lr={lr}"
                 for agent in ("drqv2", "alix") for lr in ("1e-4", "3e-4") for seed in (1, 2)]
@@ -185,7 +185,7 @@ def test_finished_runs_are_skipped_and_unfinished_ones_relaunched(tmp_path, caps
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "# skip drqv2-cartpole_swingup-1: finished (checkpoint at frame 800)"
     # The same command as the first launch: launch.train resumes from the checkpoint.
-    assert lines[1:3] == [f"{sys.executable} -m launch.train --agent=drqv2 "
+    assert lines[1:3] == [f"{sys.executable} -m pixelzoo.launch.train --agent=drqv2 "
                           f"--task=cartpole_swingup --seed={seed} --num_frames=800 "
                           f"--workdir={runs}/drqv2-cartpole_swingup-{seed}"
                           for seed in (2, 3)]
@@ -236,7 +236,7 @@ def test_a_sweep_of_two_tiny_runs_through_submitit_then_again_skips_both(tmp_pat
     args = [f"--out={out}", "--tasks=cartpole_swingup", "--seeds=1,2", "--num_frames=800",
             "--executor=submitit_local", "--max_parallel=2", "--gpus_per_job=0",
             "--timeout_min=10", *TINY_CONFIG]
-    process = subprocess.run([sys.executable, "-m", "launch.sweep", *args], cwd=ROOT,
+    process = subprocess.run([sys.executable, "-m", "pixelzoo.launch.sweep", *args], cwd=ROOT,
                              capture_output=True, text=True, timeout=600, check=False)
     assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
     assert f"sweep {out}: 2 runs: 2 succeeded, 0 failed, 0 skipped-finished" in process.stdout
@@ -256,7 +256,7 @@ def test_a_sweep_of_two_tiny_runs_through_submitit_then_again_skips_both(tmp_pat
         assert record["submitted"] <= record["start"] <= record["end"]
         assert record["workdir"] == str(workdir)
         assert record["command"].split()[1:] == [
-            "-m", "launch.train", "--agent=drqv2", "--task=cartpole_swingup", f"--seed={seed}",
+            "-m", "pixelzoo.launch.train", "--agent=drqv2", "--task=cartpole_swingup", f"--seed={seed}",
             "--num_frames=800", f"--workdir={workdir}", *TINY_CONFIG]
         assert json.loads((workdir / "config.json").read_text())["config"]["obs_type"] == "state"
         assert "done: 800 frames" in (workdir / "train.log").read_text()

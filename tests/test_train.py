@@ -12,11 +12,11 @@ import jax
 import numpy as np
 import pytest
 
-import agents
-import envs
-from launch import loop
-from launch.checkpointing import RunCheckpointer
-from replay import ReplayBuffer
+from pixelzoo import agents
+from pixelzoo import envs
+from pixelzoo.launch import loop
+from pixelzoo.launch.checkpointing import RunCheckpointer
+from pixelzoo.replay import ReplayBuffer
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Pixel runs of the launcher: 16px, tiny networks, and 50 agent steps per 1000-frame
@@ -30,7 +30,7 @@ TINY_RUN = ["--task=cartpole_swingup", "--config.image_size=16", "--config.hidde
 
 
 def launch(workdir, *args, wait=True):
-    command = [sys.executable, "-m", "launch.train", f"--workdir={workdir}", *args]
+    command = [sys.executable, "-m", "pixelzoo.launch.train", f"--workdir={workdir}", *args]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     if not wait:
@@ -166,7 +166,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
     checkpointer = RunCheckpointer(str(tmp_path / "checkpoints"))
     assert checkpointer.latest_frame() == 800   # saved before the bad update at frame 840
     with pytest.raises(loop.NonFiniteLossError, match="at agent step 105"):
-        loop.MetricsWindow.flush(_window_with_nan_at(105))
+        loop.MetricsWindow.fetch(_window_with_nan_at(105))
 
 
 def _window_with_nan_at(step):
@@ -266,10 +266,79 @@ def test_drqv2_from_state_learns_cartpole_balance(tmp_path):
 
 
 def test_fields_added_after_a_run_started_count_as_their_defaults():
-    from launch.train import _spec_differences
+    from pixelzoo.launch.train import _spec_differences
     spec = tiny_spec()
     older = {**spec, "config": {k: v for k, v in spec["config"].items()
                                 if k not in ("lix_init", "gpl_beta_lr")}}
     assert _spec_differences(older, spec) == []
     changed = {**spec, "config": {**spec["config"], "lix_init": 0.9}}
     assert _spec_differences(older, changed) == ["config.lix_init (saved 0.5, now 0.9)"]
+
+
+def tensorboard_scalars(workdir) -> list[tuple[str, int]]:
+    """(tag, step) of every scalar in the workdir's event files (TFRecord framing: length,
+    its crc, an Event proto, its crc)."""
+    import struct
+    from tensorboardX.proto import event_pb2
+    found = []
+    for path in pathlib.Path(workdir).glob("events.out.tfevents.*"):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset:offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+            found += [(value.tag, event.step) for value in event.summary.value]
+            offset += 12 + length + 4
+    return found
+
+
+@pytest.mark.slow(20)
+def test_logged_metrics_are_means_over_the_updates_that_ran(tmp_path, monkeypatch):
+    """drq with actor_update_every=2: train.csv's actor_loss is the mean over the episode's
+    updates that ran the actor step (skipped ones are left out, not zeros), critic_loss the
+    mean over all its updates; TensorBoard gets every scalar once."""
+    real_make = agents.make_from_config
+    recorded = []   # (update_step, metrics) of every update, from inside the jitted update
+
+    def make_recording(*args):
+        agent = real_make(*args)
+
+        def update(state, batch, key):
+            new_state, metrics = agent.update(state, batch, key)
+            jax.debug.callback(lambda step, m: recorded.append(
+                (int(step), {k: float(v) for k, v in m.items()})), state.update_step, metrics)
+            return new_state, metrics
+
+        return agent.__class__(**{**agent.__dict__, "update": update})
+
+    monkeypatch.setattr(agents, "make_from_config", make_recording)
+    values = dict(obs_type="state", aug="none", hidden_dim=16, feature_dim=8, batch_size=8,
+                  action_repeat=8, num_seed_frames=80, num_eval_episodes=0,
+                  checkpoint_every_frames=100_000, log_every_frames=400, replay_capacity=2000)
+    config = agents.build_config("drq", **values)
+    assert config.actor_update_every == 2 and config.update_every_steps == 1
+    spec = {"agent": "drq", "task": "cartpole_swingup", "seed": 0, "num_frames": 2000,
+            "config": config.to_dict()}
+    assert loop.train(spec, str(tmp_path), should_stop=lambda: False, num_devices=1)
+
+    # Update u runs at agent step 10 + u (10 seed steps, one update per step); an episode
+    # is 125 agent steps (1000 frames / 8).
+    updates = dict(recorded)
+    assert sorted(updates) == list(range(len(updates))) and len(updates) == 250 - 10
+    with open(tmp_path / "train.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [int(row["episode"]) for row in rows] == [1, 2]
+    for index, row in enumerate(rows):
+        in_episode = [u for u in updates if 125 * index <= 10 + u < 125 * (index + 1)]
+        episode = [updates[u] for u in in_episode]
+        ran = [updates[u] for u in in_episode if u % 2 == 0]     # the actor's updates
+        assert all(updates[u]["actor_updated"] == float(u % 2 == 0) for u in in_episode)
+        assert all(np.isnan(updates[u]["actor_loss"]) for u in in_episode if u % 2)
+        for name, source in (("actor_loss", ran), ("alpha_loss", ran), ("entropy", ran),
+                             ("critic_loss", episode), ("q_mean", episode)):
+            want = np.mean([m[name] for m in source])
+            np.testing.assert_allclose(float(row[name]), want, rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(float(row["actor_updated"]), len(ran) / len(episode))
+    scalars = tensorboard_scalars(tmp_path)
+    assert len(scalars) == len(set(scalars)), "a TensorBoard scalar was written twice"
+    assert ("train/actor_loss", 400) in scalars and ("train/episode_return", 1000) in scalars

@@ -8,12 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import agents
-import agents.parts
-import networks
-from agents import pessimism
-from launch import loop
-from launch.checkpointing import RunCheckpointer
+from pixelzoo import agents
+import pixelzoo.agents.parts
+from pixelzoo import networks
+from pixelzoo.agents import losses, pessimism
+from pixelzoo.launch import loop
+from pixelzoo.launch.checkpointing import RunCheckpointer
 from tests import numpy_reference as ref
 from tests.test_agents import ACTION_SPEC, BATCH, PIXEL_SPEC, TINY, random_batch
 
@@ -24,7 +24,7 @@ FLAT = jax.tree_util.tree_leaves
 def test_uncertainty_is_the_mean_pairwise_absolute_difference():
     q = np.random.default_rng(0).normal(size=(4, 7))
     want = np.mean([np.abs(q[i] - q[j]) for i, j in itertools.permutations(range(4), 2)], 0)
-    np.testing.assert_allclose(pessimism.ensemble_uncertainty(jnp.asarray(q)), want, rtol=1e-5)
+    np.testing.assert_allclose(losses.ensemble_uncertainty(jnp.asarray(q)), want, rtol=1e-5)
 
 
 @pytest.mark.slow(12)
@@ -60,7 +60,7 @@ def test_gpl_target_penalises_disagreement_with_beta():
     config = agents.build_config("gpl", num_critics=3)
     q = jnp.asarray([[1.0, 2.0], [3.0, 2.0], [5.0, 2.0]])
     # mean 3, pairwise |diffs| (2, 4, 2) averaged over ordered pairs = 8/3; beta 0.25.
-    np.testing.assert_allclose(pessimism.target_value(q, config, 0.25), [3 - 0.25 * 8 / 3, 2.0],
+    np.testing.assert_allclose(pessimism.value_fn(config, 0.25)(q), [3 - 0.25 * 8 / 3, 2.0],
                                rtol=1e-6)
     optimistic = agents.build_config("gpl", optimism_shift=-0.4, optimism_decay_steps=100)
     np.testing.assert_allclose(pessimism.actor_beta(optimistic, 0.5, 25), 0.5 - 0.3, rtol=1e-6)

@@ -2,7 +2,7 @@ r"""Builds launch/reference/*.csv.gz, the official curves that launch.plot overl
 
     python launch/reference/build.py ../shared/reference
 
-Sources (ALGORITHMS.md section 7), all evaluation returns against frames (environment steps
+Sources (docs/algorithms.md, "Reference curves"), all evaluation returns against frames (environment steps
 before action repeat):
 - drqv2_curves/dmc_<task>.csv: DrQ-v2 (facebookresearch/drqv2), 24 tasks, 8-10 seeds,
   action repeat 2, evaluated every 20k frames -> drqv2.csv.gz, agent "DrQ-v2 (official)".

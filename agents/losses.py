@@ -1,0 +1,230 @@
+"""Every loss and target of pixelzoo's algorithms as a pure function (docs/algorithms.md).
+
+Two levels, in the style of rlax:
+- formulas over arrays: one equation each, batched over B (and N critics where said);
+- network-level losses: the same formulas applied to the agent's networks, which they take
+  explicitly (`nets`, an `agents.parts.Parts`) with the parameters they differentiate.
+A user or a test calls any of them on a hand-made batch; `agents/ddpg.py` and
+`agents/sac.py` compose them into `update`.
+
+Shapes: B batch, N critics, A action dimensions, K target / M Q augmentations. Values are
+returns in reward units; `discount` already holds gamma^n times the environment discounts of
+the n-step window (replay.Batch).
+"""
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from pixelzoo.networks import LixContext
+
+sg = jax.lax.stop_gradient
+ValueFn = Callable[[jnp.ndarray], jnp.ndarray]   # Q [N, B] -> value [B]
+
+
+# ----------------------------------------------------------------------------- values
+def twin_min_value(q: jnp.ndarray) -> jnp.ndarray:
+    """Clipped double-Q value: min_i Q_i. q [N, B] -> [B]."""
+    return jnp.min(q, axis=0)
+
+
+def ensemble_uncertainty(q: jnp.ndarray) -> jnp.ndarray:
+    """GPL's u(s, a): mean over ordered pairs i != j of |Q_i - Q_j|. q [N >= 2, B] -> [B]."""
+    num = q.shape[0]
+    pairwise = jnp.abs(q[:, None, :] - q[None, :, :])                 # [N, N, B], zero diagonal
+    return jnp.sum(pairwise, axis=(0, 1)) / (num * (num - 1))
+
+
+def gpl_penalised_value(q: jnp.ndarray, beta: jnp.ndarray) -> jnp.ndarray:
+    """GPL's value mean_i Q_i - beta * u(s, a). q [N, B], beta scalar -> [B].
+
+    For N = 2 and beta = 0.5 it equals twin_min_value(q)."""
+    return jnp.mean(q, axis=0) - beta * ensemble_uncertainty(q)
+
+
+# ----------------------------------------------------------------------------- formulas
+def bootstrapped_target(reward: jnp.ndarray, discount: jnp.ndarray,
+                        next_value: jnp.ndarray) -> jnp.ndarray:
+    """TD target y = R + discount * V(s'), without gradient. All [B]; R is the n-step
+    discounted reward sum and discount = gamma^n times the window's env discounts."""
+    return sg(reward + discount * next_value)
+
+
+def ensemble_mse(q: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
+    """Critic loss: sum over critics of the batch-mean squared error. q [N, B], target [B]."""
+    return jnp.sum(jnp.mean((q - target[None]) ** 2, axis=-1))
+
+
+def deterministic_actor_loss(value: jnp.ndarray) -> jnp.ndarray:
+    """DDPG actor loss -mean_b V(s, mu(s) + eps). value [B] -> scalar."""
+    return -jnp.mean(value)
+
+
+def soft_actor_loss(value: jnp.ndarray, log_prob: jnp.ndarray,
+                    alpha: jnp.ndarray) -> jnp.ndarray:
+    """SAC actor loss mean_b(alpha * log pi(a|s) - V(s, a)); alpha without gradient.
+    value, log_prob [B], alpha scalar -> scalar."""
+    return jnp.mean(sg(alpha) * log_prob - value)
+
+
+def temperature_loss(log_alpha: jnp.ndarray, log_prob: jnp.ndarray,
+                     target_entropy: float) -> jnp.ndarray:
+    """SAC temperature loss mean_b(alpha * (-log pi(a|s) - target_entropy)), differentiated
+    in log_alpha only (alpha = exp(log_alpha)). log_prob [B] -> scalar."""
+    return jnp.mean(jnp.exp(log_alpha) * sg(-log_prob - target_entropy))
+
+
+def soft_k_averaged_target(reward: jnp.ndarray, discount: jnp.ndarray,
+                           next_values: jnp.ndarray, next_log_probs: jnp.ndarray,
+                           alpha: jnp.ndarray) -> jnp.ndarray:
+    """DrQ's target: y = r + discount * mean_k [V'(f_k(s'), a'_k) - alpha log pi(a'_k|f_k(s'))].
+
+    next_values, next_log_probs [K, B] (one row per target augmentation); reward, discount
+    [B]; alpha scalar -> y [B], without gradient."""
+    soft_values = next_values - alpha * next_log_probs
+    return bootstrapped_target(reward, discount, jnp.mean(soft_values, axis=0))
+
+
+def m_averaged_critic_loss(q: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
+    """DrQ's critic loss: mean over the M augmented copies of `ensemble_mse`.
+    q [N, M, B], target [B] -> scalar."""
+    return jnp.mean(jax.vmap(ensemble_mse, in_axes=(1, None))(q, target))
+
+
+def gpl_beta_loss(beta: jnp.ndarray, q: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
+    """GPL's dual TD-learning loss for beta: beta * sg(mean_{i,b}(Q_i(s, a) - y)).
+
+    q [N, B]: the critics' predictions before their update; target [B]. Its gradient is the
+    mean TD error: positive (targets below predictions) lowers beta under gradient descent."""
+    return beta * sg(jnp.mean(q - target[None]))
+
+
+def lix_p_update(optimizer: optax.GradientTransformation, p: jnp.ndarray, opt_state,
+                 nd_gradient: jnp.ndarray) -> tuple[jnp.ndarray, object]:
+    """A-LIX's step on the smoothing strength P: one optimiser step with the dual gradient
+    nd_gradient = nd_target - ND (what `networks.nd_probe` hands P), then P clamped to
+    [0, 1]. Returns (new P, new optimiser state)."""
+    updates, opt_state = optimizer.update(nd_gradient, opt_state, p)
+    return jnp.clip(optax.apply_updates(p, updates), 0.0, 1.0), opt_state
+
+
+# ----------------------------------------------------------------------------- sampling
+def clipped_noise_action(mean: jnp.ndarray, stddev: jnp.ndarray, clip: float,
+                         key: jax.Array) -> jnp.ndarray:
+    """DrQ-v2 target/actor-loss action: mu + clip(N(0, std^2), -c, c), clamped to
+    [-1 + 1e-6, 1 - 1e-6] with a straight-through gradient. mean [B, A] -> [B, A]."""
+    noise = jnp.clip(stddev * jax.random.normal(key, mean.shape), -clip, clip)
+    action = mean + noise
+    clamped = jnp.clip(action, -1.0 + 1e-6, 1.0 - 1e-6)
+    return action + sg(clamped - action)
+
+
+def tanh_gaussian_sample(mean: jnp.ndarray, log_std: jnp.ndarray,
+                         key: jax.Array) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Reparameterised tanh-squashed Gaussian sample and its log-probability.
+
+    mean, log_std [B, A] -> (action [B, A] in (-1, 1), log_prob [B]).
+    log pi(a) = sum_i [log N(u_i; mean, std) - log(1 - tanh(u_i)^2)], with the stable
+    log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)).
+    """
+    std = jnp.exp(log_std)
+    pre_tanh = mean + std * jax.random.normal(key, mean.shape)
+    gaussian_log_prob = -0.5 * ((pre_tanh - mean) / std) ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi)
+    log_det = 2.0 * (jnp.log(2.0) - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))
+    return jnp.tanh(pre_tanh), jnp.sum(gaussian_log_prob - log_det, axis=-1)
+
+
+# ----------------------------------------------------------------------------- DrQ-v2
+def drqv2_td_target(nets, encoder_params, actor_params, target_critic_params,
+                    next_obs: jnp.ndarray, reward: jnp.ndarray, discount: jnp.ndarray,
+                    stddev: jnp.ndarray, stddev_clip: float, key: jax.Array,
+                    value_fn: ValueFn, lix_context: LixContext | None = None,
+                    ) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """DrQ-v2's n-step target y = R + discount * V'(h', a'), a' = mu(h') + clipped noise.
+
+    h' = online encoder(next_obs) without gradient (LIX layers active when given); V' =
+    value_fn of the target critics. next_obs [B, ...], reward, discount [B].
+    Returns (y [B], the target critics' Q [N, B])."""
+    next_features = sg(nets.encoder.apply(encoder_params, next_obs, lix_context))
+    next_mean = nets.actor.apply(actor_params, next_features)
+    next_action = clipped_noise_action(next_mean, stddev, stddev_clip, key)
+    next_q = nets.critic.apply(target_critic_params, next_features, next_action)
+    return bootstrapped_target(reward, discount, value_fn(next_q)), next_q
+
+
+def drqv2_critic_loss(nets, critic_group: dict, obs: jnp.ndarray, action: jnp.ndarray,
+                      target: jnp.ndarray, lix_context: LixContext | None = None,
+                      ) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray]]:
+    """DrQ-v2's critic loss: `ensemble_mse` of Q(encoder(obs), action) against y [B].
+
+    critic_group: {'encoder', 'critic'} and, with A-LIX, 'lix_p', which then receives the
+    dual gradient nd_target - ND through the probe of `lix_context`. obs [B, ...],
+    action [B, A]. Returns (loss, (features [B, D], Q [N, B]))."""
+    if lix_context is not None and "lix_p" in critic_group:
+        lix_context = LixContext(lix_context.max_shift, lix_context.key,
+                                 critic_group["lix_p"], lix_context.nd_target)
+    features = nets.encoder.apply(critic_group["encoder"], obs, lix_context)
+    q = nets.critic.apply(critic_group["critic"], features, action)
+    return ensemble_mse(q, target), (features, q)
+
+
+def drqv2_actor_loss(nets, actor_params, critic_params, features: jnp.ndarray,
+                     stddev: jnp.ndarray, stddev_clip: float, key: jax.Array,
+                     value_fn: ValueFn) -> jnp.ndarray:
+    """DrQ-v2's actor loss -mean V(h, mu(h) + clipped noise) on the online critics.
+    features [B, D] (from the encoder, gradient stopped by the caller) -> scalar."""
+    mean = nets.actor.apply(actor_params, features)
+    action = clipped_noise_action(mean, stddev, stddev_clip, key)
+    q = nets.critic.apply(critic_params, features, action)
+    return deterministic_actor_loss(value_fn(q))
+
+
+# ----------------------------------------------------------------------------- DrQ
+def drq_td_target(nets, params: dict, target_params: dict, next_obs_copies: jnp.ndarray,
+                  reward: jnp.ndarray, discount: jnp.ndarray, key: jax.Array,
+                  value_fn: ValueFn) -> jnp.ndarray:
+    """DrQ's K-averaged soft target (`soft_k_averaged_target`).
+
+    next_obs_copies [K * B, ...]: K augmented copies of next_obs stacked copy-major.
+    a'_k ~ pi(online encoder(copy k)); V' = value_fn of the target critics on the target
+    encoder's features (the online encoder when target_params has none). -> y [B]."""
+    num_copies = next_obs_copies.shape[0] // reward.shape[0]
+    online_features = nets.encoder.apply(params["encoder"], next_obs_copies)
+    mean, log_std = nets.actor.apply(params["actor"], online_features)
+    next_action, next_log_prob = tanh_gaussian_sample(mean, log_std, key)
+    target_encoder = target_params.get("encoder", params["encoder"])
+    target_features = nets.encoder.apply(target_encoder, next_obs_copies)
+    next_q = nets.critic.apply(target_params["critic"], target_features, next_action)
+    per_copy = lambda x: x.reshape(num_copies, -1)                   # [K * B] -> [K, B]
+    return soft_k_averaged_target(reward, discount, per_copy(value_fn(next_q)),
+                                  per_copy(next_log_prob), jnp.exp(params["log_alpha"]))
+
+
+def drq_critic_loss(nets, critic_group: dict, obs_copies: jnp.ndarray, action: jnp.ndarray,
+                    target: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """DrQ's critic loss (`m_averaged_critic_loss`) over obs_copies [M * B, ...], M augmented
+    copies of obs stacked copy-major; action [B, A], target [B].
+    Returns (loss, Q [N, M, B])."""
+    num_copies = obs_copies.shape[0] // action.shape[0]
+    features = nets.encoder.apply(critic_group["encoder"], obs_copies)
+    q = nets.critic.apply(critic_group["critic"], features, jnp.tile(action, (num_copies, 1)))
+    q = q.reshape(q.shape[0], num_copies, -1)
+    return m_averaged_critic_loss(q, target), q
+
+
+def drq_actor_and_temperature_loss(nets, actor_and_alpha: dict, critic_params,
+                                   features: jnp.ndarray, key: jax.Array, value_fn: ValueFn,
+                                   target_entropy: float):
+    """DrQ's actor loss plus its temperature loss, for one gradient of both.
+
+    actor_and_alpha: {'actor', 'log_alpha'}; features [B, D] without gradient.
+    Returns (actor loss + temperature loss, (actor loss, temperature loss, entropy
+    estimate -mean log pi))."""
+    mean, log_std = nets.actor.apply(actor_and_alpha["actor"], features)
+    action, log_prob = tanh_gaussian_sample(mean, log_std, key)
+    q = nets.critic.apply(critic_params, features, action)
+    log_alpha = actor_and_alpha["log_alpha"]
+    actor_loss = soft_actor_loss(value_fn(q), log_prob, jnp.exp(log_alpha))
+    alpha_loss = temperature_loss(log_alpha, log_prob, target_entropy)
+    return actor_loss + alpha_loss, (actor_loss, alpha_loss, -jnp.mean(log_prob))
