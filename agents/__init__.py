@@ -10,7 +10,7 @@ from dm_env import specs
 from pixelzoo.agents.common import Agent, AgentState
 from pixelzoo.agents.config import FIELD_NAMES, PRESETS, Config, build_config, task_overrides, validate
 from pixelzoo.agents.ddpg import make_ddpg
-from pixelzoo.agents.learner import Learner, fuse_updates, make_mesh
+from pixelzoo.agents.learner import Learner, fuse_updates, make_mesh, make_seed_mesh
 from pixelzoo.agents.sac import make_sac
 
 _BUILDERS = {"ddpg": make_ddpg, "sac": make_sac}
@@ -46,5 +46,5 @@ def make_from_config(name: str, config: Config, obs_spec: specs.Array,
 
 
 __all__ = ["Agent", "AgentState", "Config", "FIELD_NAMES", "Learner", "PRESETS", "build_config",
-           "fuse_updates", "make", "make_from_config", "make_mesh", "names", "task_overrides",
+           "fuse_updates", "make", "make_from_config", "make_mesh", "make_seed_mesh", "names", "task_overrides",
            "validate"]

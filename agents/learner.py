@@ -27,6 +27,7 @@ from pixelzoo.agents.common import Agent, AgentState, Metrics, mean_over_updates
 from pixelzoo.replay import Batch
 
 DATA_AXIS = "data"
+SEED_AXIS = "seed"
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:
@@ -38,6 +39,50 @@ def make_mesh(num_devices: int | None = None) -> Mesh:
         raise ValueError(f"num_devices={count} must be in [1, {len(devices)}] "
                          f"(available: {len(devices)} {devices[0].platform} devices)")
     return Mesh(np.asarray(devices[:count]), (DATA_AXIS,))
+
+
+def seed_shard_choices(num_seeds: int, num_devices: int) -> list[int]:
+    """Every valid number of seed shards S for K seeds on D devices: S divides both K and D
+    (K/S seeds per device group, D/S devices per seed, data parallel)."""
+    return [s for s in range(1, min(num_seeds, num_devices) + 1)
+            if num_seeds % s == 0 and num_devices % s == 0]
+
+
+def default_seed_shards(num_seeds: int, num_devices: int) -> int:
+    """K >= D: D shards (K/D seeds per device, no cross-device communication); K < D: K
+    shards (D/K devices per seed, data parallel). ValueError when that split is impossible,
+    naming the valid ones."""
+    shards = num_devices if num_seeds >= num_devices else num_seeds
+    if shards not in seed_shard_choices(num_seeds, num_devices):
+        raise ValueError(
+            f"{num_seeds} seeds do not split evenly over {num_devices} devices: use a number "
+            f"of seeds that is a multiple or a divisor of the number of devices, or choose "
+            f"--seed_shards from {seed_shard_choices(num_seeds, num_devices)}")
+    return shards
+
+
+def make_seed_mesh(num_seeds: int, num_devices: int | None = None,
+                   seed_shards: int | None = None) -> Mesh:
+    """A 2-D (seed, data) mesh for K = num_seeds independent agents on the first
+    `num_devices` devices (all of them, over all processes, by default).
+
+    seed_shards S (default `default_seed_shards`): the seed axis is split into S groups of
+    K/S seeds, each group on its own D/S devices, which split its batches (data parallel).
+    Devices are laid out process by process, so a group's devices belong to as few
+    processes as possible. ValueError for an impossible combination, with the valid ones."""
+    devices = make_mesh(num_devices).devices.reshape(-1)
+    count = len(devices)
+    if num_seeds < 1:
+        raise ValueError(f"num_seeds={num_seeds} must be >= 1")
+    if seed_shards is None:
+        seed_shards = default_seed_shards(num_seeds, count)
+    elif seed_shards not in seed_shard_choices(num_seeds, count):
+        raise ValueError(f"seed_shards={seed_shards} must divide both num_seeds={num_seeds} "
+                         f"and the {count} devices; valid: "
+                         f"{seed_shard_choices(num_seeds, count)}")
+    ordered = sorted(devices, key=lambda d: (d.process_index, d.id))
+    return Mesh(np.asarray(ordered).reshape(seed_shards, count // seed_shards),
+                (SEED_AXIS, DATA_AXIS))
 
 
 def fuse_updates(update: Callable, num_updates: int) -> Callable:
@@ -71,6 +116,8 @@ class Learner:
                  num_seeds: int | None = None, donate: bool | None = None,
                  gather: Callable | None = None):
         """num_seeds: None for one agent; K for K agents stacked on a leading seed axis.
+        On a (seed, data) mesh (`make_seed_mesh`) each seed's state, batches and keys live
+        only on its own devices; on a 1-D 'data' mesh every device holds every seed.
         donate: reuse the old state's buffers for the new one (default: not on CPU, where
         XLA does not use donations).
         gather: for replay on the device, `gather(arrays, starts [B]) -> Batch` (e.g.
@@ -78,11 +125,16 @@ class Learner:
         self.agent, self.mesh, self.updates_per_call = agent, mesh, updates_per_call
         self.num_seeds = num_seeds
         self.num_devices = mesh.devices.size
+        seed_axis = SEED_AXIS if SEED_AXIS in mesh.axis_names else None
+        if seed_axis and num_seeds is None:
+            raise ValueError("a (seed, data) mesh needs num_seeds")
+        data_devices = mesh.shape[DATA_AXIS]
         batch_size = agent.config.batch_size
-        if batch_size % self.num_devices:
+        if batch_size % data_devices:
             raise ValueError(f"batch_size={batch_size} must be divisible by the number of "
-                             f"devices ({self.num_devices}) to split it between them")
-        self.state_sharding = NamedSharding(mesh, PartitionSpec())
+                             f"devices ({data_devices}) to split it between them")
+        # State, keys and metrics: [K, ...] split along the seed axis (replicated without one).
+        self.state_sharding = NamedSharding(mesh, PartitionSpec(seed_axis))
         fused = fuse_updates(agent.update, updates_per_call)
         update = fused
 
@@ -95,7 +147,7 @@ class Learner:
         else:                   # state [K, ...], batches [U, K, B, ...], keys [K]
             update = jax.vmap(update, in_axes=(0, 1, 0))
             update_from_replay = jax.vmap(update_from_replay, in_axes=(0, 0, 1, 0))
-            self.batch_sharding = NamedSharding(mesh, PartitionSpec(None, None, DATA_AXIS))
+            self.batch_sharding = NamedSharding(mesh, PartitionSpec(None, seed_axis, DATA_AXIS))
         if donate is None:
             donate = jax.default_backend() != "cpu"
         self._update_from_replay = None if gather is None else jax.jit(

@@ -7,7 +7,7 @@ backend is chosen.
 """
 from pixelzoo.envs.dmc import DMCEnv, make
 from pixelzoo.envs.pool import EnvPool, EnvWorkerError
-from pixelzoo.envs.rendering import RenderingUnavailableError, ensure_gl_backend
+from pixelzoo.envs.rendering import RenderingUnavailableError, ensure_gl_backend, worker_render_env
 from pixelzoo.envs.tasks import DRQV2_TASKS, names, task_group
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "DRQV2_TASKS",
     "EnvPool",
     "EnvWorkerError",
+    "worker_render_env",
     "RenderingUnavailableError",
     "ensure_gl_backend",
     "make",

@@ -93,10 +93,14 @@ class EnvWorkerError(RuntimeError):
 class EnvPool:
     """N environments, each in its own worker process, stepped in parallel."""
 
-    def __init__(self, make_kwargs: Sequence[dict[str, Any]]):
+    def __init__(self, make_kwargs: Sequence[dict[str, Any]],
+                 worker_env: Sequence[dict[str, str]] | None = None):
         """Starts the workers and returns at once: they build their environments in the
         background (several pools start side by side); the first use waits for them and
         raises EnvWorkerError if one failed.
+
+        worker_env: per worker, environment variables added to this process's (e.g.
+        `rendering.worker_render_env`'s EGL device).
 
         Raises:
           RenderingUnavailableError: pixels asked for and no GL backend works (checked
@@ -106,11 +110,13 @@ class EnvPool:
             dmc.use_gl_backend(obs_type)    # sets MUJOCO_GL, which the workers inherit
         path = json.dumps([os.path.abspath(entry) for entry in sys.path])
         self._connections, self._processes = [], []
-        for kwargs in make_kwargs:
+        worker_env = worker_env or [{}] * len(make_kwargs)
+        for kwargs, extra_env in zip(make_kwargs, worker_env, strict=True):
             parent, child = socket.socketpair()
             process = subprocess.Popen(
                 [sys.executable, "-c", _WORKER_CODE, str(child.fileno()), path],
-                pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL)
+                pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
+                env={**os.environ, **extra_env} if extra_env else None)
             child.close()
             connection = Connection(parent.detach())
             connection.send(dict(kwargs))

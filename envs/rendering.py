@@ -98,3 +98,23 @@ def ensure_gl_backend() -> str:
         failures.append(f"{backend}: {reason}")
     raise RenderingUnavailableError(
         f"No OpenGL backend works here ({'; '.join(failures)}).\n{_HOW_TO_FIX}")
+
+
+def worker_render_env(index: int, num_gpus: int,
+                      environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment variables for environment worker `index` on a host with `num_gpus` GPUs
+    visible to JAX: workers take the GPUs in turn for EGL rendering
+    (MUJOCO_EGL_DEVICE_ID = the index-th visible GPU, round robin). The visible GPUs are
+    CUDA_VISIBLE_DEVICES's ids when it lists integers, else 0..num_gpus-1. A
+    MUJOCO_EGL_DEVICE_ID the user set wins (nothing is returned), and so does a GL
+    backend other than EGL. No GPU: nothing."""
+    environ = os.environ if environ is None else environ
+    if num_gpus < 1 or "MUJOCO_EGL_DEVICE_ID" in environ:
+        return {}
+    if environ.get("MUJOCO_GL", "egl") != "egl":
+        return {}
+    visible = [part.strip() for part in environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+               if part.strip()]
+    gpus = ([int(part) for part in visible] if visible and all(p.isdigit() for p in visible)
+            else list(range(num_gpus)))
+    return {"MUJOCO_EGL_DEVICE_ID": str(gpus[index % len(gpus)])}

@@ -3,9 +3,16 @@
 Each checkpoint is one orbax step directory holding three items: `agent` (the AgentState
 pytree), `replay` (the replay buffer's arrays) and `loop` (JSON counters and the run key).
 Orbax writes a step to a temporary directory and renames it when complete, so a run killed
-at any moment (SIGKILL included) resumes from its last complete checkpoint.
+at any moment (SIGKILL included) resumes from its last complete checkpoint. A checkpoint
+that is complete but cannot be restored (a truncated file after a full disk or a killed
+copy) is skipped with a warning by `restore_newest`: it is moved, never deleted, to
+`<workdir>/unrestorable_checkpoints/`, and the run resumes from the newest one that
+restores.
 """
 import os
+import shutil
+import sys
+import time
 from typing import Any
 
 import jax
@@ -17,9 +24,10 @@ class RunCheckpointer:
     """Saves and restores run checkpoints under `directory`, keeping the newest `keep`."""
 
     def __init__(self, directory: str, keep: int = 2):
+        self.directory = os.path.abspath(directory)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=False)
-        self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options,
+        self._manager = ocp.CheckpointManager(self.directory, options=options,
                                               item_names=("agent", "replay", "loop"))
 
     def latest_frame(self) -> int | None:
@@ -48,6 +56,27 @@ class RunCheckpointer:
         replay = jax.tree.map(np.asarray, dict(restored.replay))  # nested per seed or flat
         agent = jax.tree.map(jax.device_put, restored.agent)
         return agent, replay, restored.loop
+
+    def restore_newest(self, agent_template: Any, warn=sys.stderr
+                       ) -> tuple[int, Any, dict, dict] | None:
+        """(frame, agent_state, replay_state, loop_state) of the newest checkpoint that
+        restores, or None when there is none. Each newer one that fails is moved aside to
+        `<workdir>/unrestorable_checkpoints/<frame>-<time>` with a warning naming it."""
+        for frame in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                return (frame, *self.restore(frame, agent_template))
+            except Exception as error:  # noqa: BLE001 - any failure: try an older one
+                source = os.path.join(self.directory, str(frame))
+                aside = os.path.join(os.path.dirname(self.directory), "unrestorable_checkpoints",
+                                     f"{frame}-{time.strftime('%Y%m%d-%H%M%S')}")
+                os.makedirs(os.path.dirname(aside), exist_ok=True)
+                shutil.move(source, aside)
+                self._manager.reload()
+                reason = str(error).strip().splitlines()[0][:200] if str(error) else \
+                    type(error).__name__
+                print(f"warning: checkpoint {source} cannot be restored ({reason}); moved to "
+                      f"{aside} and trying an older one", file=warn, flush=True)
+        return None
 
     def close(self) -> None:
         self._manager.close()

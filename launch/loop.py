@@ -1,5 +1,16 @@
-"""The training loop behind launch.train: act, store, update, evaluate, log, checkpoint."""
+"""The training loop behind launch.train: act, step, store, update, evaluate, log, checkpoint.
+
+    train(spec, workdir, should_stop)   # runs or resumes the run `spec` describes
+
+`train` is a handful of named steps over a `LoopState` (exactly what a checkpoint stores of
+the loop) and a `Run` (everything built once: environments, agent, learner, replays, logs).
+The seeds' axis is always there: K >= 1 agents, one state with a leading [K] axis sharded
+over a (seed, data) device mesh (`agents.make_seed_mesh`), K environments and replays.
+Every periodic event (evaluation, logging, checkpoints) is decided by `due`.
+`launch.benchmark` times the same `Run` step functions that `train` calls.
+"""
 import collections
+import dataclasses
 import functools
 import os
 import time
@@ -11,22 +22,47 @@ import numpy as np
 
 from pixelzoo import agents
 from pixelzoo import envs
+from pixelzoo import replay as replay_lib
 from pixelzoo.agents.common import METRIC_GATES, mean_over_updates
 from pixelzoo.agents.config import Config
-from pixelzoo.agents.learner import Learner, make_mesh
+from pixelzoo.agents.learner import Learner, make_seed_mesh
 from pixelzoo.launch.checkpointing import RunCheckpointer
 from pixelzoo.launch.run_logging import CsvLog, Progress, TensorBoard, save_video
-from pixelzoo import replay as replay_lib
 from pixelzoo.replay import Batch, ReplayBuffer
 
 TRAIN_COLUMNS = ["frame", "step", "episode", "episode_return", "episode_length", "fps",
                  "total_time"]
 EVAL_COLUMNS = ["frame", "step", "episode", "episode_return", "episode_length", "total_time"]
 VIDEO_SIZE = 256
+EVAL_SEED_OFFSET = 100_000   # evaluation environments use seed + this
 
 
 class NonFiniteLossError(RuntimeError):
     """A learner metric became NaN or infinite."""
+
+
+@dataclasses.dataclass
+class LoopState:
+    """The loop's counters: exactly what a checkpoint stores of the loop (its `loop` item).
+
+    step: agent steps done by every seed; episode: training episodes finished; total_time:
+    seconds spent training, summed over every launch of the run."""
+
+    step: int = 0
+    episode: int = 0
+    total_time: float = 0.0
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "LoopState":
+        """From a checkpoint's dict (keys of older versions, e.g. next_eval_frame, ignored)."""
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})
+
+
+def due(every_frames: int, previous_frame: int, frame: int) -> bool:
+    """Whether an event every `every_frames` falls due at `frame`, the loop having last
+    looked at `previous_frame`: it does at the first frame at or after each multiple of
+    every_frames (frame 0 included, from previous_frame -1)."""
+    return frame // every_frames > previous_frame // every_frames
 
 
 def _env_seed(seed: int, episode: int) -> int:
@@ -45,6 +81,10 @@ def _dummy_batch(obs_spec, action_dim: int, batch_size: int) -> Batch:
     vector = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
     return Batch(obs, vector(batch_size, action_dim), vector(batch_size),
                  vector(batch_size), obs)
+
+
+def _local_gpu_count() -> int:
+    return sum(device.platform == "gpu" for device in jax.local_devices())
 
 
 class MetricsWindow:
@@ -145,246 +185,352 @@ def evaluate(pool: envs.EnvPool, policy: Callable[[np.ndarray], np.ndarray],
     return [{"episode_return": float(np.mean(returns[:, index])) if num_episodes
              else float("nan"), "episode_length": length} for index in range(len(pool))]
 
+class Run:
+    """Everything a run builds once, and the step functions of its loop.
 
-def _one_seed_shapes(tree: Any) -> Any:
-    """Shapes and dtypes of one seed's part of a [K, ...] tree (nothing is computed)."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), tree)
+    `train` calls, per agent step: `act` -> `env_step_async` -> `update` (every
+    update_every_steps * updates_per_call steps, on `sample` -> `transfer`) ->
+    `env_step_wait` -> `store`. State arrays are [K, ...] over the K seeds.
+    """
+
+    def __init__(self, spec: dict[str, Any], workdir: str, num_devices: int | None = None,
+                 seed_shards: int | None = None):
+        self.spec, self.workdir = spec, workdir
+        self.config = config = Config.from_dict(spec["config"])
+        self.seeds = [spec["seed"] + index for index in range(spec.get("num_seeds", 1))]
+        self.multi_seed = len(self.seeds) > 1   # CSVs gain a seed column, checkpoints a
+                                                # seed axis (one seed: the agent's own state)
+        mesh = make_seed_mesh(len(self.seeds), num_devices, seed_shards)
+        # Every environment steps in its own worker process; on a GPU host the workers
+        # take the GPUs in turn for rendering.
+        gpus = _local_gpu_count()
+        self.train_pool = envs.EnvPool(
+            [_env_kwargs(spec["task"], seed, config) for seed in self.seeds],
+            [envs.worker_render_env(i, gpus) for i in range(len(self.seeds))])
+        self.eval_pool = (envs.EnvPool(
+            [_env_kwargs(spec["task"], seed + EVAL_SEED_OFFSET, config) for seed in self.seeds],
+            [envs.worker_render_env(i, gpus) for i in range(len(self.seeds))])
+            if config.num_eval_episodes else None)
+        self.obs_spec = self.train_pool.observation_spec
+        self.action_spec = self.train_pool.action_spec
+        self.agent = agents.make_from_config(spec["agent"], config, self.obs_spec,
+                                             self.action_spec)
+        self.replays = [ReplayBuffer(self.obs_spec, self.action_spec, config.replay_capacity,
+                                     nstep=config.nstep, discount=config.discount)
+                        for _ in self.seeds]
+        # Per seed: jax.random.split(jax.random.key(seed), 4) = init, act, update, eval keys.
+        run_keys = jax.vmap(lambda seed: jax.random.split(jax.random.key(seed), 4))(
+            jnp.asarray(self.seeds))                                         # [K, 4]
+        self.init_keys, self.act_keys, self.update_keys, self.eval_keys = (
+            run_keys[:, j] for j in range(4))
+        self._fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
+        layout = replay_lib.layout_of(self.replays[0])
+        self.learner = Learner(self.agent, mesh, config.updates_per_call,
+                               num_seeds=len(self.seeds),
+                               gather=functools.partial(replay_lib.gather, layout=layout))
+        # replay='device': every timestep is copied once to the accelerator and batches are
+        # gathered inside the update from start indices the host draws.
+        self.device_replay = (replay_lib.DeviceReplay(self.replays, self.learner.state_sharding)
+                              if config.replay == "device" else None)
+        self._act = jax.jit(jax.vmap(self.agent.act))
+        self._act_eval = jax.jit(jax.vmap(functools.partial(self.agent.act, eval_mode=True)))
+        self.num_seed_steps = config.num_seed_frames // config.action_repeat
+        self.update_period = config.update_every_steps * config.updates_per_call
+        self.checkpointer = RunCheckpointer(os.path.join(workdir, "checkpoints"))
+
+    # ------------------------------------------------------------------ state
+    def initial_state(self) -> agents.AgentState:
+        """The K seeds' initial states, stacked [K, ...] and sharded over the mesh. One jitted
+        init per seed, stacked on the host: the same values as jax.vmap(agent.init), but a
+        jitted vmapped init of 1024-wide networks hangs XLA:CPU (batched QRs; README)."""
+        init = jax.jit(self.agent.init)
+        states = [jax.device_get(init(key)) for key in self.init_keys]
+        return self.learner.put_state(jax.tree.map(lambda *x: np.stack(x), *states))
+
+    def metric_names(self, state: agents.AgentState) -> list[str]:
+        one_seed = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state)
+        batch = _dummy_batch(self.obs_spec, self.agent.action_dim, self.config.batch_size)
+        return sorted(jax.eval_shape(self.agent.update, one_seed, batch, self.init_keys[0])[1])
+
+    def save(self, frame: int, state: agents.AgentState, loop: LoopState) -> None:
+        """Checkpoint `frame`: the agent state ([K, ...]; one seed's own state when K = 1),
+        every seed's replay and the loop counters."""
+        agent_state = state if self.multi_seed else jax.tree.map(lambda x: x[0], state)
+        replay_state = ({f"seed_{seed}": replay.state_dict()
+                         for seed, replay in zip(self.seeds, self.replays)}
+                        if self.multi_seed else self.replays[0].state_dict())
+        self.checkpointer.save(frame, agent_state, replay_state, dataclasses.asdict(loop))
+
+    def restore(self, state: agents.AgentState) -> tuple[agents.AgentState, LoopState] | None:
+        """The newest checkpoint that restores, loaded into the agent state, replays and
+        environments; None when there is none."""
+        template = state if self.multi_seed else jax.tree.map(lambda x: x[0], state)
+        restored = self.checkpointer.restore_newest(jax.device_get(template))
+        if restored is None:
+            return None
+        _, agent_state, replay_state, loop_values = restored
+        if not self.multi_seed:
+            agent_state = jax.tree.map(lambda x: np.asarray(x)[None], agent_state)
+        for seed, replay in zip(self.seeds, self.replays):
+            replay.load_state_dict(replay_state[f"seed_{seed}"] if self.multi_seed
+                                   else replay_state)
+        loop = LoopState.from_dict(loop_values)
+        self.train_pool.remake([{"seed": _env_seed(seed, loop.episode)} for seed in self.seeds])
+        return self.learner.put_state(jax.device_get(agent_state)), loop
+
+    # ------------------------------------------------------------------ step functions
+    def seed_keys(self, keys: jax.Array, step: int) -> jax.Array:
+        """[K] keys folded with the agent step."""
+        return self._fold_in(keys, step)
+
+    def act(self, state: agents.AgentState, step: int, observations: np.ndarray) -> np.ndarray:
+        """Actions [K, A] for observations [K, ...]: uniform during the seed steps, else
+        each seed's exploration policy."""
+        if step < self.num_seed_steps:
+            return np.stack([np.random.default_rng([seed, step]).uniform(
+                -1.0, 1.0, self.action_spec.shape).astype(np.float32) for seed in self.seeds])
+        return np.asarray(self._act(state, observations[:, None],
+                                    self.seed_keys(self.act_keys, step)))[:, 0]
+
+    def eval_policy(self, state: agents.AgentState,
+                    step: int) -> Callable[[np.ndarray], np.ndarray]:
+        """observations [K, ...] -> deterministic actions [K, A] of every seed's agent."""
+        key = self.seed_keys(self.eval_keys, step)
+        return lambda obs: np.asarray(self._act_eval(state, obs[:, None], key))[:, 0]
+
+    def update_due(self, step: int) -> bool:
+        return (step >= self.num_seed_steps and step % self.update_period == 0
+                and self.replays[0].num_transitions > 0)
+
+    def sample(self, step: int) -> Batch | np.ndarray:
+        """This update call's host batches [U, K, B, ...] (replay='device': start indices
+        [U, K, B]), each seed's drawn with np.random.default_rng([seed, step])."""
+        config, size = self.config, self.config.updates_per_call * self.config.batch_size
+        shape = (config.updates_per_call, config.batch_size)
+        rngs = [np.random.default_rng([seed, step]) for seed in self.seeds]
+        if self.device_replay is not None:
+            return np.stack([replay.sample_indices(size, rng).reshape(shape)
+                             for replay, rng in zip(self.replays, rngs)], axis=1)
+        batches = [jax.tree.map(lambda x: x.reshape(*shape, *x.shape[1:]),
+                                replay.sample(size, rng))
+                   for replay, rng in zip(self.replays, rngs)]
+        return jax.tree.map(lambda *x: np.stack(x, axis=1), *batches)
+
+    def transfer(self, host_batches: Batch | np.ndarray) -> Batch | jax.Array:
+        """Host batches (or start indices) onto the mesh, split along seeds and batch."""
+        if self.device_replay is not None:
+            self.device_replay.sync()
+            return self.learner.put_starts(host_batches)
+        return self.learner.put_batch(host_batches)
+
+    def update(self, state: agents.AgentState, device_batches, step: int):
+        """U updates per seed, dispatched (not waited for): (new state, metrics [K])."""
+        keys = self.seed_keys(self.update_keys, step)
+        if self.device_replay is not None:
+            return self.learner.update_from_replay(state, self.device_replay.arrays,
+                                                   device_batches, keys)
+        return self.learner.update(state, device_batches, keys)
+
+    def store(self, timesteps: list, actions: np.ndarray | None = None) -> None:
+        """Adds each seed's timestep (and the action that led to it) to its replay."""
+        for index, (replay, timestep) in enumerate(zip(self.replays, timesteps)):
+            if actions is None:
+                replay.add(timestep)
+            else:
+                replay.add(timestep, actions[index])
+
+    def close(self) -> None:
+        self.checkpointer.close()
+        self.train_pool.close()
+        if self.eval_pool is not None:
+            self.eval_pool.close()
 
 
-def _without_seed(row: dict) -> dict:
-    return {key: value for key, value in row.items() if key != "seed"}
+class RunLogs:
+    """train.csv, eval.csv, TensorBoard and the terminal line of one run (rows per seed)."""
+
+    def __init__(self, run: Run, metric_names: list[str], logged_until: int, start_frame: int):
+        self.run = run
+        seed_column = ["seed"] if run.multi_seed else []
+        self.train = CsvLog(os.path.join(run.workdir, "train.csv"),
+                            TRAIN_COLUMNS[:1] + seed_column + TRAIN_COLUMNS[1:] + metric_names)
+        self.eval = CsvLog(os.path.join(run.workdir, "eval.csv"),
+                           EVAL_COLUMNS[:1] + seed_column + EVAL_COLUMNS[1:])
+        self.train.truncate_after(logged_until)
+        self.eval.truncate_after(logged_until)
+        self.board = TensorBoard(run.workdir)
+        self.progress = Progress(run.spec["num_frames"], start_frame)
+        self.recent_returns: collections.deque = collections.deque(maxlen=10)
+
+    def _board(self, kind: str, seed: int, values: dict, frame: int) -> None:
+        prefix = f"{kind}/seed_{seed}" if self.run.multi_seed else kind
+        self.board.scalars(prefix, {k: v for k, v in values.items() if k != "seed"}, frame)
+
+    def episode(self, rows: list[dict], metrics: list[dict]) -> None:
+        """Per seed: the episode's row to train.csv with the means of its updates' metrics;
+        TensorBoard gets the episode's own scalars (the metrics arrive per interval)."""
+        self.recent_returns.append(float(np.mean([row["episode_return"] for row in rows])))
+        for row, seed_metrics in zip(rows, metrics):
+            self._board("train", row["seed"], row, row["frame"])
+            self.train.append({**row, **seed_metrics})
+
+    def evaluation(self, rows: list[dict]) -> None:
+        for row in rows:
+            self.eval.append(row)
+            self._board("eval", row["seed"], row, row["frame"])
+        mean_return = float(np.mean([row["episode_return"] for row in rows]))
+        self.progress.show(self.progress.line("eval ", rows[0]["frame"],
+                                              self.progress.last_fps, mean_return))
+
+    def interval(self, frame: int, metrics: list[dict]) -> None:
+        """The learner metrics' means over the log interval, and the terminal line."""
+        for seed, seed_metrics in zip(self.run.seeds, metrics):
+            self._board("train", seed, seed_metrics, frame)
+        recent = float(np.mean(self.recent_returns)) if self.recent_returns else None
+        self.progress.show(self.progress.line("train", frame,
+                                              self.progress.frames_per_second(frame), recent))
+
+    def close(self) -> None:
+        self.board.close()
 
 
 def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
-          num_devices: int | None = None) -> bool:
-    """Runs (or resumes) the run described by `spec` in `workdir`, its updates split over
-    `num_devices` devices (all by default; the batch size must divide by it).
+          num_devices: int | None = None, seed_shards: int | None = None) -> bool:
+    """Runs (or resumes) the run described by `spec` in `workdir` on `num_devices` devices
+    (all by default), the seeds split into `seed_shards` device groups
+    (`agents.make_seed_mesh`).
 
-    spec["num_seeds"] = K > 1 trains seeds spec["seed"] .. + K - 1 together: one vmapped
-    agent state, K environments and replays, every key, env seed and replay sample the
-    same as in K single-seed runs; the CSVs gain a `seed` column.
-    Returns True when num_frames were reached, False when `should_stop()` asked to stop
-    (after saving a checkpoint).
+    spec["num_seeds"] = K trains seeds spec["seed"] .. + K - 1 together: one vmapped agent
+    state, K environments and replays, every key, env seed and replay sample the same as in
+    K single-seed runs. Returns True when num_frames were reached, False when
+    `should_stop()` asked to stop (after saving a checkpoint).
     """
-    config = Config.from_dict(spec["config"])
-    task, num_frames = spec["task"], spec["num_frames"]
-    num_seeds = spec.get("num_seeds", 1)
-    seeds = [spec["seed"] + index for index in range(num_seeds)]
-    stacked = num_seeds > 1  # one agent state with a leading seed axis [K, ...]
-    action_repeat = config.action_repeat
-    num_seed_steps = config.num_seed_frames // action_repeat
-    updates_per_call = config.updates_per_call
-
-    # Every environment steps in its own worker process (envs.EnvPool), the training ones
-    # while the learner updates.
-    train_pool = envs.EnvPool([_env_kwargs(task, seed, config) for seed in seeds])
-    eval_pool = (envs.EnvPool([_env_kwargs(task, seed + 100_000, config) for seed in seeds])
-                 if config.num_eval_episodes else None)
-    obs_spec, action_spec = train_pool.observation_spec, train_pool.action_spec
-    agent = agents.make_from_config(spec["agent"], config, obs_spec, action_spec)
-    replays = [ReplayBuffer(obs_spec, action_spec, config.replay_capacity, nstep=config.nstep,
-                            discount=config.discount) for _ in seeds]
-    # Per seed: jax.random.split(jax.random.key(seed), 4) = init, act, update, eval keys.
-    run_keys = jax.vmap(lambda seed: jax.random.split(jax.random.key(seed), 4))(
-        jnp.asarray(seeds))                                           # [K, 4]
-    init_keys, act_keys, update_keys, eval_keys = (run_keys[:, j] for j in range(4))
-    fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))  # [K] keys, step
-
-    def lane_keys(keys: jax.Array, step: int) -> jax.Array:
-        folded = fold_in(keys, step)
-        return folded if stacked else folded[0]
-
-    on_device = config.replay == "device"
-    layout = replay_lib.layout_of(replays[0])
-    learner = Learner(agent, make_mesh(num_devices), updates_per_call,
-                      num_seeds=num_seeds if stacked else None,
-                      gather=functools.partial(replay_lib.gather, layout=layout))
-    # replay='device': every timestep is copied once to the accelerator and batches are
-    # gathered inside the update from start indices the host draws.
-    device_replay = (replay_lib.DeviceReplay(replays if stacked else replays[0],
-                                             learner.state_sharding) if on_device else None)
-    # One jitted init per seed, stacked (on the host: no compile per leaf shape): the same
-    # values as jax.vmap(agent.init), but a jitted vmapped init of 1024-wide networks hangs
-    # XLA:CPU (batched QRs; README).
-    init = jax.jit(agent.init)
-    state = learner.put_state(
-        jax.tree.map(lambda *x: np.stack(x), *[init(key) for key in init_keys]) if stacked
-        else init(init_keys[0]))
-    act_one = jax.jit(agent.act, static_argnames="eval_mode")
-    act_seeds = jax.jit(jax.vmap(agent.act))
-    eval_seeds = jax.jit(jax.vmap(functools.partial(agent.act, eval_mode=True)))
-
-    def eval_policy(key: jax.Array) -> Callable[[np.ndarray], np.ndarray]:
-        """observations [K, ...] -> deterministic actions [K, A] of every seed's agent."""
-        if stacked:
-            return lambda obs: np.asarray(eval_seeds(state, obs[:, None], key))[:, 0]
-        return lambda obs: np.asarray(act_one(state, obs, key, eval_mode=True))
-    metric_names = sorted(jax.eval_shape(agent.update, _one_seed_shapes(state) if stacked
-                                         else state, _dummy_batch(
-        obs_spec, agent.action_dim, config.batch_size), init_keys[0])[1])
-
-    checkpointer = RunCheckpointer(os.path.join(workdir, "checkpoints"))
-    loop = {"step": 0, "episode": 0, "total_time": 0.0, "next_eval_frame": 0}
-    latest = checkpointer.latest_frame()
-    if latest is not None:
-        state, replay_state, loop = checkpointer.restore(latest, state)
-        state = learner.put_state(state)
-        for seed, replay in zip(seeds, replays):
-            replay.load_state_dict(replay_state[f"seed_{seed}"] if stacked else replay_state)
-        train_pool.remake([{"seed": _env_seed(seed, loop["episode"])} for seed in seeds])
-    seed_column = ["seed"] if stacked else []
-    train_log = CsvLog(os.path.join(workdir, "train.csv"),
-                       TRAIN_COLUMNS[:1] + seed_column + TRAIN_COLUMNS[1:] + metric_names)
-    eval_log = CsvLog(os.path.join(workdir, "eval.csv"),
-                      EVAL_COLUMNS[:1] + seed_column + EVAL_COLUMNS[1:])
-    logged_until = latest if latest is not None else -1
-    train_log.truncate_after(logged_until)
-    eval_log.truncate_after(logged_until)
-    board = TensorBoard(workdir)
-
-    def board_prefix(kind: str, seed: int) -> str:
-        return f"{kind}/seed_{seed}" if stacked else kind
-
-    step, episode = loop["step"], loop["episode"]
-    total_time, next_eval_frame = loop["total_time"], loop["next_eval_frame"]
-    start_frame = step * action_repeat
-    progress = Progress(num_frames, start_frame)
-    which = f"seeds {seeds[0]}..{seeds[-1]}" if stacked else f"seed {seeds[0]}"
-    if latest is not None:
-        progress.show(f"resumed from checkpoint at frame {latest:,} in {workdir}")
-    else:
-        progress.show(f"training {spec['agent']} on {task} ({which}) for {num_frames:,} "
-                      f"frames in {workdir}")
-    metrics = MetricsWindow(seeds if stacked else None)
-    recent_returns: collections.deque = collections.deque(maxlen=10)  # means over seeds
-    replay_ready = False
-    clock = time.monotonic()
-
-    def elapsed() -> float:
-        return total_time + time.monotonic() - clock
-
-    def save_checkpoint(frame: int) -> None:
-        metrics.fetch()  # never checkpoint a non-finite state
-        loop_state = {"step": step, "episode": episode, "total_time": elapsed(),
-                      "next_eval_frame": next_eval_frame}
-        replay_state = ({f"seed_{seed}": replay.state_dict()
-                         for seed, replay in zip(seeds, replays)} if stacked
-                        else replays[0].state_dict())
-        checkpointer.save(frame, state, replay_state, loop_state)
-
-    timesteps = train_pool.reset()
-    for replay, timestep in zip(replays, timesteps):
-        replay.add(timestep)
-    episode_returns, episode_length = np.zeros(num_seeds), 0
-    episode_start_time = time.monotonic()
-    last_checkpoint_frame = latest if latest is not None else 0
+    run = Run(spec, workdir, num_devices, seed_shards)
+    logs = None
     try:
-        while True:
-            frame = step * action_repeat
-            ended = {timestep.last() for timestep in timesteps}
-            if len(ended) > 1:
-                raise RuntimeError("the seeds' episodes ended at different steps; "
-                                   "--num_seeds needs fixed-length episodes (every DMC task)")
-            if ended == {True}:
-                episode += 1
-                recent_returns.append(float(np.mean(episode_returns)))
-                episode_metrics = metrics.episode_means() or [{} for _ in seeds]
-                fps = (episode_length * action_repeat * num_seeds
-                       / max(time.monotonic() - episode_start_time, 1e-9))
-                for index, seed in enumerate(seeds):
-                    row = {"frame": frame, "seed": seed, "step": step, "episode": episode,
-                           "episode_return": episode_returns[index],
-                           "episode_length": episode_length * action_repeat,
-                           "fps": fps, "total_time": elapsed()}
-                    # TensorBoard: the episode's own scalars; the learner's arrive per interval.
-                    board.scalars(board_prefix("train", seed), _without_seed(row), frame)
-                    train_log.append({**row, **episode_metrics[index]})
-                timesteps = train_pool.reset()
-                for replay, timestep in zip(replays, timesteps):
-                    replay.add(timestep)
-                episode_returns, episode_length = np.zeros(num_seeds), 0
-                episode_start_time = time.monotonic()
-            if config.num_eval_episodes and (frame >= next_eval_frame or frame >= num_frames):
-                video = (os.path.join(workdir, "videos", f"eval_{frame}.mp4")
-                         if config.save_video else None)
-                results = evaluate(eval_pool, eval_policy(lane_keys(eval_keys, step)),
-                                   config.num_eval_episodes, video)
-                for seed, result in zip(seeds, results):
-                    row = {"frame": frame, "seed": seed, "step": step, "episode": episode,
-                           "total_time": elapsed(), **result}
-                    eval_log.append(row)
-                    board.scalars(board_prefix("eval", seed), _without_seed(row), frame)
-                progress.show(progress.line("eval ", frame, progress.last_fps,
-                                            float(np.mean([r["episode_return"]
-                                                           for r in results]))))
-                next_eval_frame = (frame // config.eval_every_frames + 1) * config.eval_every_frames
-            if frame >= num_frames:
-                save_checkpoint(frame)
-                progress.show(f"done: {frame:,} frames in {elapsed() / 60:.1f} min; "
-                              f"logs in {workdir}")
-                return True
-            if should_stop():
-                save_checkpoint(frame)
-                return False
-            if frame - last_checkpoint_frame >= config.checkpoint_every_frames:
-                save_checkpoint(frame)
-                last_checkpoint_frame = frame
-
-            if step < num_seed_steps:
-                actions = np.stack([np.random.default_rng([seed, step]).uniform(
-                    -1.0, 1.0, action_spec.shape).astype(np.float32) for seed in seeds])
-            else:
-                observations = np.stack([timestep.observation for timestep in timesteps])
-                if stacked:
-                    actions = np.asarray(act_seeds(state, observations[:, None],
-                                                   lane_keys(act_keys, step)))[:, 0]
-                else:
-                    actions = np.asarray(act_one(state, observations,
-                                                 lane_keys(act_keys, step)))
-            train_pool.step_async(actions)  # the environments step while the learner updates
-            if (step >= num_seed_steps
-                    and step % (config.update_every_steps * updates_per_call) == 0):
-                replay_ready = replay_ready or replays[0].num_transitions > 0
-                if replay_ready:  # U updates on U batches per seed, in one call
-                    size = updates_per_call * config.batch_size
-                    if on_device:
-                        starts = [replay.sample_indices(size, np.random.default_rng([seed, step]))
-                                  for seed, replay in zip(seeds, replays)]
-                        device_replay.sync()
-                        starts = np.stack([s.reshape(updates_per_call, config.batch_size)
-                                           for s in starts], axis=1 if stacked else 0)
-                        if not stacked:
-                            starts = starts[0]                              # [U, (K,) B]
-                        state, update_metrics = learner.update_from_replay(
-                            state, device_replay.arrays, learner.put_starts(starts),
-                            lane_keys(update_keys, step))
-                    else:
-                        batches = [jax.tree.map(
-                            lambda x: x.reshape(updates_per_call, config.batch_size,
-                                                *x.shape[1:]),
-                            replay.sample(size, np.random.default_rng([seed, step])))
-                            for seed, replay in zip(seeds, replays)]
-                        batches = (jax.tree.map(lambda *x: np.stack(x, axis=1), *batches)
-                                   if stacked else batches[0])             # [U, (K,) B, ...]
-                        state, update_metrics = learner.update(
-                            state, learner.put_batch(batches), lane_keys(update_keys, step))
-                    metrics.add(step, update_metrics)
-            timesteps = train_pool.step_wait()
-            for index, (replay, timestep) in enumerate(zip(replays, timesteps)):
-                replay.add(timestep, actions[index])
-                episode_returns[index] += float(timestep.reward)
-            episode_length += 1
-            step += 1
-            frame = step * action_repeat
-            if frame % config.log_every_frames < action_repeat:
-                for seed, seed_metrics in zip(seeds, metrics.interval_means()):
-                    board.scalars(board_prefix("train", seed), seed_metrics, frame)
-                recent = float(np.mean(recent_returns)) if recent_returns else None
-                progress.show(progress.line("train", frame, progress.frames_per_second(frame),
-                                            recent))
+        state = run.initial_state()
+        restored = run.restore(state)
+        state, loop = restored if restored is not None else (state, LoopState())
+        resumed_frame = loop.step * run.config.action_repeat if restored else None
+        logs = RunLogs(run, run.metric_names(state),
+                       -1 if resumed_frame is None else resumed_frame, resumed_frame or 0)
+        _announce(run, logs, resumed_frame)
+        return _run_loop(run, logs, state, loop, resumed_frame, should_stop)
     finally:
-        board.close()
-        checkpointer.close()
-        train_pool.close()
-        if eval_pool is not None:
-            eval_pool.close()
+        if logs is not None:
+            logs.close()
+        run.close()
+
+
+def _announce(run: Run, logs: RunLogs, resumed_frame: int | None) -> None:
+    if resumed_frame is not None:
+        logs.progress.show(f"resumed from checkpoint at frame {resumed_frame:,} in "
+                           f"{run.workdir}")
+        return
+    seeds = run.seeds
+    which = f"seeds {seeds[0]}..{seeds[-1]}" if run.multi_seed else f"seed {seeds[0]}"
+    logs.progress.show(f"training {run.spec['agent']} on {run.spec['task']} ({which}) for "
+                       f"{run.spec['num_frames']:,} frames in {run.workdir}")
+
+
+def _run_loop(run: Run, logs: RunLogs, state: agents.AgentState, loop: LoopState,
+              resumed_frame: int | None, should_stop: Callable[[], bool]) -> bool:
+    """The loop itself; see `Run` for one agent step."""
+    config, num_frames = run.config, run.spec["num_frames"]
+    action_repeat = config.action_repeat
+    metrics = MetricsWindow(run.seeds if run.multi_seed else None)
+    start_step, clock = loop.step, time.monotonic()
+    time_before = loop.total_time
+    previous_frame = -1 if resumed_frame is None else resumed_frame
+    episode = _Episode(run)
+    timesteps = episode.start(run.train_pool.reset())
+
+    def save(frame: int) -> None:
+        metrics.fetch()   # never checkpoint a non-finite state
+        loop.total_time = time_before + time.monotonic() - clock
+        run.save(frame, state, loop)
+
+    while True:
+        frame = loop.step * action_repeat
+        loop.total_time = time_before + time.monotonic() - clock
+        if episode.ended(timesteps):
+            loop.episode += 1
+            logs.episode(episode.rows(loop, frame), metrics.episode_means()
+                         or [{} for _ in run.seeds])
+            timesteps = episode.start(run.train_pool.reset())
+        if config.num_eval_episodes and (due(config.eval_every_frames, previous_frame, frame)
+                                         or frame >= num_frames):
+            logs.evaluation(_evaluate(run, state, loop, frame))
+        if due(config.log_every_frames, previous_frame, frame) and frame > 0:
+            logs.interval(frame, metrics.interval_means())
+        if frame >= num_frames:
+            save(frame)
+            logs.progress.show(f"done: {frame:,} frames in {loop.total_time / 60:.1f} min; "
+                               f"logs in {run.workdir}")
+            return True
+        if should_stop():
+            save(frame)
+            return False
+        if loop.step > start_step and due(config.checkpoint_every_frames, previous_frame,
+                                          frame):
+            save(frame)
+        previous_frame = frame
+
+        actions = run.act(state, loop.step, episode.observations(timesteps))
+        run.train_pool.step_async(actions)   # the environments step while the learner updates
+        if run.update_due(loop.step):
+            state, update_metrics = run.update(state, run.transfer(run.sample(loop.step)),
+                                               loop.step)
+            metrics.add(loop.step, update_metrics)
+        timesteps = run.train_pool.step_wait()
+        run.store(timesteps, actions)
+        episode.record(timesteps)
+        loop.step += 1
+
+
+class _Episode:
+    """The training episode under way: every seed's return, its length and start time."""
+
+    def __init__(self, run: Run):
+        self.run = run
+
+    def start(self, timesteps: list) -> list:
+        self.run.store(timesteps)
+        self.returns = np.zeros(len(self.run.seeds))
+        self.length, self.start_time = 0, time.monotonic()
+        return timesteps
+
+    def ended(self, timesteps: list) -> bool:
+        ended = {timestep.last() for timestep in timesteps}
+        if len(ended) > 1:
+            raise RuntimeError("the seeds' episodes ended at different steps; "
+                               "--num_seeds needs fixed-length episodes (every DMC task)")
+        return ended == {True}
+
+    def observations(self, timesteps: list) -> np.ndarray:
+        return np.stack([timestep.observation for timestep in timesteps])
+
+    def record(self, timesteps: list) -> None:
+        self.returns += [float(timestep.reward) for timestep in timesteps]
+        self.length += 1
+
+    def rows(self, loop: LoopState, frame: int) -> list[dict]:
+        """train.csv rows of the episode that just ended, one per seed."""
+        action_repeat, seeds = self.run.config.action_repeat, self.run.seeds
+        fps = (self.length * action_repeat * len(seeds)
+               / max(time.monotonic() - self.start_time, 1e-9))
+        return [{"frame": frame, "seed": seed, "step": loop.step, "episode": loop.episode,
+                 "episode_return": self.returns[index],
+                 "episode_length": self.length * action_repeat, "fps": fps,
+                 "total_time": loop.total_time} for index, seed in enumerate(seeds)]
+
+
+def _evaluate(run: Run, state: agents.AgentState, loop: LoopState, frame: int) -> list[dict]:
+    """eval.csv rows of an evaluation at `frame`, one per seed."""
+    video = (os.path.join(run.workdir, "videos", f"eval_{frame}.mp4")
+             if run.config.save_video else None)
+    results = evaluate(run.eval_pool, run.eval_policy(state, loop.step),
+                       run.config.num_eval_episodes, video)
+    return [{"frame": frame, "seed": seed, "step": loop.step, "episode": loop.episode,
+             "total_time": loop.total_time, **result}
+            for seed, result in zip(run.seeds, results)]

@@ -17,9 +17,14 @@ from typing import Any
 from absl import app, flags
 from ml_collections import config_dict, config_flags
 
-from pixelzoo import agents
-from pixelzoo import envs
-from pixelzoo.agents.config import Config, check_field_names
+from pixelzoo.launch import hosts
+
+hosts.reserve_gpu_memory_for_renderers()   # before anything imports jax (README, GPU and TPU)
+
+from pixelzoo import agents  # noqa: E402 - after the GPU memory setting
+from pixelzoo import envs  # noqa: E402
+from pixelzoo.agents.config import Config, check_field_names  # noqa: E402
+from pixelzoo.launch.workdir import WorkdirError, WorkdirLock, check_workdir  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("agent", "drqv2", f"Agent preset: one of {', '.join(agents.names())}.")
@@ -31,9 +36,12 @@ flags.DEFINE_string("workdir", None, "Run directory; default runs/<agent>-<task>
 flags.DEFINE_integer("num_seeds", 1, "Seeds trained together in this process with one "
                      "vmapped update: --seed, --seed + 1, ..., each with its own keys, "
                      "environments and replay (logs carry a seed column).")
-flags.DEFINE_integer("num_devices", None, "Devices to split each update's batch over "
-                     "(data parallel); default: all local devices. Not part of the run's "
-                     "identity: a run may resume on another number of devices.")
+flags.DEFINE_integer("num_devices", None, "Devices to train on; default: all local devices. "
+                     "Not part of the run's identity: a run may resume on another number.")
+flags.DEFINE_integer("seed_shards", None, "How the seeds split over the devices: S groups "
+                     "of num_seeds/S seeds, each on num_devices/S devices that split its "
+                     "batches. Default: one seed group per device when num_seeds >= "
+                     "num_devices, else one device group per seed. Must divide both.")
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -52,7 +60,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         if "config." in message:
             message += "\nvalid --config fields: " + ", ".join(agents.FIELD_NAMES)
         print(f"error: {message}\nflags: --agent --task --seed --num_frames --workdir "
-              "--num_seeds --num_devices --config.<field>", file=sys.stderr)
+              "--num_seeds --num_devices --seed_shards --config.<field>", file=sys.stderr)
         sys.exit(EXIT_USAGE)
 
 
@@ -78,15 +86,20 @@ def run_spec_from_flags() -> dict[str, Any]:
             "config": config.to_dict()}
 
 
-def resolve_workdir(spec: dict[str, Any]) -> str:
-    """Creates the workdir, or checks that an existing one holds the same run.
+def default_workdir(spec: dict[str, Any]) -> str:
+    """runs/<agent>-<task>-<seed>, or -<first seed>-<last seed> for several."""
+    seeds = (f"{spec['seed']}" if spec["num_seeds"] == 1
+             else f"{spec['seed']}-{spec['seed'] + spec['num_seeds'] - 1}")
+    return os.path.join("runs", f"{spec['agent']}-{spec['task']}-{seeds}")
+
+
+def resolve_workdir(spec: dict[str, Any], workdir: str) -> None:
+    """Writes config.json into the (existing, locked) workdir, or checks that a saved one
+    holds the same run.
 
     Only num_frames may differ (extending a run); any other difference is refused, naming
     the fields, before anything in the workdir is touched.
     """
-    seeds = (f"{spec['seed']}" if spec["num_seeds"] == 1
-             else f"{spec['seed']}-{spec['seed'] + spec['num_seeds'] - 1}")
-    workdir = FLAGS.workdir or os.path.join("runs", f"{spec['agent']}-{spec['task']}-{seeds}")
     path = os.path.join(workdir, "config.json")
     if os.path.exists(path):
         with open(path) as file:
@@ -101,7 +114,6 @@ def resolve_workdir(spec: dict[str, Any]) -> str:
     with open(tmp_path, "w") as file:
         json.dump(spec, file, indent=2, sort_keys=True)
     os.replace(tmp_path, path)
-    return workdir
 
 
 def _spec_differences(saved: dict[str, Any], spec: dict[str, Any]) -> list[str]:
@@ -118,19 +130,31 @@ def _spec_differences(saved: dict[str, Any], spec: dict[str, Any]) -> list[str]:
             if key != "num_frames" and old.get(key) != new.get(key)]
 
 
-def check_num_devices(requested: int | None, batch_size: int) -> int:
-    """The number of devices to use: `requested` or all local ones, checked against what
-    is available and the batch size (each device takes an equal share)."""
+def check_devices(requested: int | None, seed_shards: int | None, num_seeds: int,
+                  batch_size: int) -> tuple[int, int]:
+    """(num_devices, seed_shards) to use: `requested` devices or all local ones, split into
+    seed groups as asked or by default, checked against the batch size (each of a seed's
+    devices takes an equal share)."""
     import jax  # deferred: starts JAX's threads, so only after the GL probe
+    from pixelzoo.agents.learner import default_seed_shards, seed_shard_choices
     available = jax.local_device_count()
     count = available if requested is None else requested
     if not 1 <= count <= available:
         raise UserError(f"--num_devices={count}: allowed range 1..{available} "
                         f"({available} {jax.default_backend()} devices here)")
-    if batch_size % count:
-        raise UserError(f"batch_size={batch_size} must be divisible by --num_devices={count} "
-                        "(each device takes an equal share of the batch)")
-    return count
+    try:
+        shards = default_seed_shards(num_seeds, count) if seed_shards is None else seed_shards
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if shards not in seed_shard_choices(num_seeds, count):
+        raise UserError(f"--seed_shards={shards} must divide both --num_seeds={num_seeds} and "
+                        f"--num_devices={count}; valid: {seed_shard_choices(num_seeds, count)}")
+    per_seed = count // shards
+    if batch_size % per_seed:
+        raise UserError(f"batch_size={batch_size} must be divisible by the {per_seed} devices "
+                        f"of each seed (--num_devices={count} / --seed_shards={shards}), which "
+                        "take equal shares of its batch")
+    return count, shards
 
 
 def main(argv: list[str]) -> None:
@@ -147,9 +171,14 @@ def main(argv: list[str]) -> None:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(1)
     try:
-        num_devices = check_num_devices(FLAGS.num_devices, spec["config"]["batch_size"])
-        workdir = resolve_workdir(spec)  # the first write, after every check
-    except UserError as error:
+        num_devices, seed_shards = check_devices(FLAGS.num_devices, FLAGS.seed_shards,
+                                                 spec["num_seeds"], spec["config"]["batch_size"])
+        workdir = FLAGS.workdir or default_workdir(spec)
+        check_workdir(workdir)            # the first write, after every other check
+        lock = WorkdirLock(workdir)
+        lock.acquire()                    # refused at once if another launch holds it
+        resolve_workdir(spec, workdir)
+    except (UserError, WorkdirError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     from pixelzoo.launch.loop import NonFiniteLossError, train  # heavy imports after the checks
@@ -163,7 +192,7 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, request_stop)
     try:
         finished = train(spec, workdir, should_stop=lambda: bool(stop_signal),
-                         num_devices=num_devices)
+                         num_devices=num_devices, seed_shards=seed_shards)
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -109,7 +109,8 @@ class DeviceReplay:
             slots = np.arange(first, added) % buffer.capacity
             storage = buffer.storage_arrays()
             values = {key: storage[key][slots] for key in storage}
+            # slots and values go in as host arrays: jit places them beside the arrays
+            # (which may be split over devices along the seed axis).
             self.arrays = _write(self.arrays, np.int32(lane) if self.stacked else None,
-                                 jax.device_put(slots, self._sharding),
-                                 jax.device_put(values, self._sharding))
+                                 slots.astype(np.int32), values)
             self._synced[lane] = added
