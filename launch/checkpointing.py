@@ -57,8 +57,7 @@ class RunCheckpointer:
         agent = jax.tree.map(jax.device_put, restored.agent)
         return agent, replay, restored.loop
 
-    def restore_newest(self, agent_template: Any, warn=sys.stderr
-                       ) -> tuple[int, Any, dict, dict] | None:
+    def restore_newest(self, agent_template: Any) -> tuple[int, Any, dict, dict] | None:
         """(frame, agent_state, replay_state, loop_state) of the newest checkpoint that
         restores, or None when there is none. Each newer one that fails is moved aside to
         `<workdir>/unrestorable_checkpoints/<frame>-<time>` with a warning naming it."""
@@ -75,7 +74,7 @@ class RunCheckpointer:
                 reason = str(error).strip().splitlines()[0][:200] if str(error) else \
                     type(error).__name__
                 print(f"warning: checkpoint {source} cannot be restored ({reason}); moved to "
-                      f"{aside} and trying an older one", file=warn, flush=True)
+                      f"{aside} and trying an older one", file=sys.stderr, flush=True)
         return None
 
     def close(self) -> None:

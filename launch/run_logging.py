@@ -75,7 +75,8 @@ def format_duration(seconds: float) -> str:
 class Progress:
     """One terminal line per log interval: frames, frames/s, recent return, time left."""
 
-    def __init__(self, total_frames: int, start_frame: int, stream=sys.stdout):
+    def __init__(self, total_frames: int, start_frame: int, stream=None):
+        """stream: where lines go (default: sys.stdout at the time of each line)."""
         self.total_frames = total_frames
         self.stream = stream
         self._last_time = time.monotonic()
@@ -99,7 +100,7 @@ class Progress:
                 f"{fps:7.1f} frames/s | return {ret} | left {format_duration(left)}")
 
     def show(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        print(text, file=self.stream or sys.stdout, flush=True)
 
 
 def save_video(path: str, frames: list[np.ndarray], fps: int = 30) -> None:
