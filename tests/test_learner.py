@@ -187,3 +187,27 @@ def test_update_from_device_replay_equals_the_update_on_host_batches():
     batches = jax.tree.map(lambda *x: np.stack(x, axis=1), *host)
     want, _ = learner.update(states, learner.put_batch(batches), keys)
     assert_trees_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow(60)
+def test_seeds_sharded_over_four_devices_equal_single_seed_runs(tmp_path):
+    """On 4 forced CPU devices: 4 seeds (one per device) and 2 seeds (two devices each) hold
+    each seed's state and batch only on its own devices, and train the states of the
+    single-seed runs (tests/seed_mesh_worker.py)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    env = {**os.environ, "XLA_FLAGS": flags + " --xla_force_host_platform_device_count=4"}
+    result = subprocess.run([sys.executable, "-m", "tests.seed_mesh_worker", str(tmp_path)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("ok") and "4-seed run" in last and "2-seed run" in last, last
+
+
+def test_impossible_seed_and_device_splits_are_refused_with_the_valid_ones():
+    assert agents.make_seed_mesh(2, 2).shape == {"seed": 2, "data": 1}
+    assert agents.make_seed_mesh(1, 2).shape == {"seed": 1, "data": 2}
+    assert agents.make_seed_mesh(2, 2, seed_shards=1).shape == {"seed": 1, "data": 2}
+    with pytest.raises(ValueError, match=r"3 seeds do not split evenly over 2 devices.*\[1\]"):
+        agents.make_seed_mesh(3, 2)
+    with pytest.raises(ValueError, match=r"seed_shards=2 must divide both num_seeds=3"):
+        agents.make_seed_mesh(3, 2, seed_shards=2)
