@@ -34,6 +34,9 @@ setup(
         "cuda": ["jax[cuda12]==0.10.2"],
         "tpu": ["jax[tpu]==0.10.2"],
         # pytest-xdist: the README runs the suite on two processes (it is compile-bound).
-        "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4"],
+        # Optional Weights & Biases logging (--wandb).
+        "wandb": ["wandb==0.31.0"],
+        # wandb: the suite tests --wandb in offline mode.
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "wandb==0.31.0"],
     },
 )

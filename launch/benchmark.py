@@ -1,7 +1,10 @@
-r"""Measures a learner's speed on this machine: the update, the environment and the whole
-training loop, plus replay memory.
+r"""Measures a learner's speed on this machine: the update, the environment, the training
+loop's own cost per agent step (split into its parts), and replay memory.
 
     python -m pixelzoo.launch.benchmark --agent=drqv2 --batch_size=256 --image_size=84
+    python -m pixelzoo.launch.benchmark --agent=drqv2 --task=cartpole_swingup \
+        --obs_type=state --hidden_dim=32 --feature_dim=16 --batch_size=32 \
+        --num_seeds=8 --parts=loop
 
 Prints a table, then one JSON line:
 - update_ms: median wall time of one update call (U = --updates_per_call fused updates) on
@@ -9,15 +12,23 @@ Prints a table, then one JSON line:
   only in the warmup); update_ms_per_update divides it by U.
 - env_frames_per_s: frames (environment steps, action repeat included) per second of one
   real environment stepped with random actions, rendering included.
-- train_frames_per_s: frames per second of the training loop itself (act, step, store,
-  sample and update at the agent's update rate) over --train_steps agent steps, after a
-  compile warm-up; the rate a run reaches once its seed frames are done.
+- loop_ms_per_step: wall time of one agent step of the training loop (all --num_seeds
+  seeds), timed over --loop_steps steps after the seed steps and a compile warm-up, by
+  running launch.loop.agent_step, the very function `train` runs, on a real `loop.Run`
+  (environment workers, replays, learner). loop_ms_per_seed_step divides it by K;
+  loop_frames_per_s is the training frames per second it gives (all seeds).
+  loop_parts_ms_per_step splits it: act (policy on the device, result to the host),
+  env_ipc (sending actions to the environment workers and waiting for their timesteps),
+  replay_sample, transfer (batches to the devices), update_dispatch (launching the jitted
+  update; its compute overlaps what follows until act needs the new state), replay_add,
+  and other (the rest: the loop's Python).
 - replay_bytes_per_transition: ReplayBuffer.nbytes / capacity at this image size.
 - num_devices, device_kind: the devices the update is split over.
 """
 import json
 import statistics
 import sys
+import tempfile
 import time
 
 from absl import app, flags
@@ -29,62 +40,55 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("agent", "drqv2", "Agent preset.")
 flags.DEFINE_string("task", "walker_walk", "DMC task for the environment and loop timings "
                     "(walker_walk: 6 action dims, as in the PyTorch yardstick).")
+flags.DEFINE_enum("obs_type", "pixels", ["pixels", "state"], "Observations.")
 flags.DEFINE_integer("batch_size", 256, "Batch size of the update.")
 flags.DEFINE_integer("image_size", 84, "Square image size in pixels.")
 flags.DEFINE_integer("frame_stack", 3, "Frames stacked on channels.")
 flags.DEFINE_integer("action_repeat", 2, "Action repeat of the environment.")
 flags.DEFINE_integer("hidden_dim", None, "MLP width (default: the preset's).")
+flags.DEFINE_integer("feature_dim", None, "Trunk feature width (default: the preset's).")
 flags.DEFINE_integer("updates_per_call", 1, "Updates fused into one jitted call.")
-flags.DEFINE_integer("num_devices", None, "Devices to split the batch over (default: all).")
+flags.DEFINE_integer("num_devices", None, "Devices to train on (default: all).")
+flags.DEFINE_integer("num_seeds", 1, "Seeds of the loop timing (K).")
+flags.DEFINE_list("parts", ["update", "env", "loop"], "What to time: update, env, loop.")
 flags.DEFINE_integer("warmup", 2, "Untimed update calls (the first compiles).")
 flags.DEFINE_integer("repeats", 5, "Timed update calls.")
 flags.DEFINE_integer("env_steps", 250, "Agent steps of the environment timing.")
-flags.DEFINE_integer("train_steps", 40, "Agent steps of the training-loop timing.")
+flags.DEFINE_integer("loop_steps", 500, "Agent steps of the training-loop timing.")
 
 
-def _synthetic_batches(rng, obs_spec, action_dim: int, leading: tuple[int, int]):
-    from pixelzoo.replay import Batch
+def _config_overrides() -> dict:
+    overrides = dict(obs_type=FLAGS.obs_type, batch_size=FLAGS.batch_size,
+                     image_size=FLAGS.image_size, frame_stack=FLAGS.frame_stack,
+                     action_repeat=FLAGS.action_repeat, updates_per_call=FLAGS.updates_per_call,
+                     replay_capacity=max(FLAGS.batch_size * FLAGS.updates_per_call, 10_000),
+                     num_eval_episodes=0)
+    for name in ("hidden_dim", "feature_dim"):
+        if getattr(FLAGS, name) is not None:
+            overrides[name] = getattr(FLAGS, name)
+    return overrides
+
+
+def _synthetic_batches(rng, obs_spec, action_dim: int, leading: tuple[int, ...]):
     import numpy as np
-    pixels = lambda: rng.integers(0, 256, (*leading, *obs_spec.shape), dtype=np.uint8)
-    return Batch(pixels(), rng.uniform(-1, 1, (*leading, action_dim)).astype(np.float32),
+    from pixelzoo.replay import Batch
+    if obs_spec.dtype == np.uint8:
+        obs = lambda: rng.integers(0, 256, (*leading, *obs_spec.shape), dtype=np.uint8)
+    else:
+        obs = lambda: rng.normal(size=(*leading, *obs_spec.shape)).astype(np.float32)
+    return Batch(obs(), rng.uniform(-1, 1, (*leading, action_dim)).astype(np.float32),
                  rng.random(leading).astype(np.float32),
-                 np.full(leading, 0.99 ** 3, np.float32), pixels())
+                 np.full(leading, 0.99 ** 3, np.float32), obs())
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    if FLAGS.agent not in agents.names():
-        sys.exit(f"error: unknown agent {FLAGS.agent!r}; choose one of: "
-                 f"{', '.join(agents.names())}")
-    if FLAGS.task not in envs.names():
-        sys.exit(f"error: unknown task {FLAGS.task!r}; choose one of: {', '.join(envs.names())}")
-    envs.ensure_gl_backend()  # before JAX starts its threads (the probe forks)
+def time_update(agent, num_devices: int | None) -> dict:
+    """update_ms: one fused update call of one seed on synthetic batches."""
     import jax
     import numpy as np
-
-    from pixelzoo.replay import ReplayBuffer
-
-    size, batch_size, calls = FLAGS.image_size, FLAGS.batch_size, FLAGS.updates_per_call
-    env = envs.make(FLAGS.task, seed=0, image_size=size, frame_stack=FLAGS.frame_stack,
-                    action_repeat=FLAGS.action_repeat)
-    obs_spec, action_spec = env.observation_spec(), env.action_spec()
-    action_dim = int(action_spec.shape[0])
-    try:
-        agent = agents.make(FLAGS.agent, obs_spec, action_spec, task=FLAGS.task,
-                            task_group=envs.task_group(FLAGS.task), batch_size=batch_size,
-                            image_size=size, frame_stack=FLAGS.frame_stack,
-                            action_repeat=FLAGS.action_repeat, updates_per_call=calls,
-                            replay_capacity=max(batch_size * calls, 10_000),
-                            **({} if FLAGS.hidden_dim is None
-                               else {"hidden_dim": FLAGS.hidden_dim}))
-        learner = agents.Learner(agent, agents.make_mesh(FLAGS.num_devices), calls)
-    except ValueError as error:
-        sys.exit(f"error: {error}")
-    config = agent.config
+    calls, batch_size = FLAGS.updates_per_call, FLAGS.batch_size
+    learner = agents.Learner(agent, agents.make_mesh(num_devices), calls)
     rng = np.random.default_rng(0)
-
-    # The update alone, on synthetic batches.
-    batches = [learner.put_batch(_synthetic_batches(rng, obs_spec, action_dim,
+    batches = [learner.put_batch(_synthetic_batches(rng, agent.obs_spec, agent.action_dim,
                                                     (calls, batch_size))) for _ in range(2)]
     state = learner.put_state(agent.init(jax.random.key(0)))
     for i in range(FLAGS.warmup):
@@ -97,61 +101,109 @@ def main(argv: list[str]) -> None:
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
     update_ms = statistics.median(times) * 1000
+    return {"update_ms": round(update_ms, 2),
+            "update_ms_per_update": round(update_ms / calls, 2),
+            "num_devices": learner.num_devices, "device_kind": jax.devices()[0].device_kind,
+            "backend": jax.default_backend()}
 
-    # The environment alone, random actions; its transitions fill the replay.
-    replay = ReplayBuffer(obs_spec, action_spec, config.replay_capacity, nstep=config.nstep,
-                          discount=config.discount, frame_stack=FLAGS.frame_stack)
+
+def time_env(env) -> dict:
+    """env_frames_per_s: one environment in this process, random actions."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    action_dim = int(env.action_spec().shape[0])
     timestep = env.reset()  # the first reset sets up rendering: not timed
-    replay.add(timestep)
     start = time.perf_counter()
     for _ in range(FLAGS.env_steps):
         if timestep.last():
             timestep = env.reset()
-            replay.add(timestep)
-        action = rng.uniform(-1, 1, action_dim).astype(np.float32)
-        timestep = env.step(action)
-        replay.add(timestep, action)
-    env_frames_per_s = FLAGS.env_steps * FLAGS.action_repeat / (time.perf_counter() - start)
+        timestep = env.step(rng.uniform(-1, 1, action_dim).astype(np.float32))
+    return {"env_frames_per_s": round(FLAGS.env_steps * FLAGS.action_repeat
+                                      / (time.perf_counter() - start), 1)}
 
-    # The training loop: act, step, store, and every update_every * U steps sample + update.
-    act = jax.jit(agent.act)
-    period = config.update_every_steps * calls
 
-    def loop_step(step: int, timestep, state):
-        if timestep.last():
-            timestep = env.reset()
-            replay.add(timestep)
-        action = np.asarray(act(state, timestep.observation[None], jax.random.key(step))[0])
-        if step % period == 0:
-            sample = replay.sample(calls * batch_size, rng)
-            sample = jax.tree.map(lambda x: x.reshape(calls, batch_size, *x.shape[1:]), sample)
-            state, metrics = learner.update(state, learner.put_batch(sample),
-                                            jax.random.key(step))
-            jax.block_until_ready(metrics)
-        timestep = env.step(action)
-        replay.add(timestep, action)
-        return timestep, state
+def time_loop(config) -> dict:
+    """loop_ms_per_step and its parts: launch.loop.agent_step on a real Run."""
+    import jax
+    from pixelzoo.launch import loop
+    spec = {"agent": FLAGS.agent, "task": FLAGS.task, "seed": 1, "num_seeds": FLAGS.num_seeds,
+            "num_frames": 10**9, "config": config.to_dict()}
+    with tempfile.TemporaryDirectory() as workdir:
+        run = loop.Run(spec, workdir, FLAGS.num_devices)
+        try:
+            state = run.initial_state()
+            episode, metrics = loop._Episode(run), loop.MetricsWindow()
+            timesteps = episode.start(run.train_pool.reset())
+            step = 0
 
-    timestep, state = loop_step(0, timestep, state)  # compiles act
-    start = time.perf_counter()
-    for step in range(1, FLAGS.train_steps + 1):
-        timestep, state = loop_step(step, timestep, state)
-    train_frames_per_s = (FLAGS.train_steps * FLAGS.action_repeat
-                          / (time.perf_counter() - start))
+            def steps(count: int, timer=None):
+                nonlocal state, timesteps, step
+                for _ in range(count):
+                    if episode.ended(timesteps):
+                        timesteps = episode.start(run.train_pool.reset())
+                    state, timesteps = loop.agent_step(run, state, step, timesteps, episode,
+                                                       metrics, timer)
+                    step += 1
 
+            # Seed steps, then enough steps to compile act and the update.
+            steps(run.num_seed_steps + 2 * run.update_period + 2)
+            jax.block_until_ready(state)
+            metrics.fetch()
+            timer = loop.PartTimer()
+            start = time.perf_counter()
+            steps(FLAGS.loop_steps, timer)
+            with timer("update_wait"):      # the last update's compute, not yet waited for
+                jax.block_until_ready(state)
+            total = time.perf_counter() - start
+            metrics.fetch()
+        finally:
+            run.close()
+    per_step = 1000 * total / FLAGS.loop_steps
+    parts = {name: round(1000 * seconds / FLAGS.loop_steps, 4)
+             for name, seconds in sorted(timer.seconds.items())}
+    parts["other"] = round(per_step - sum(parts.values()), 4)
+    return {"num_seeds": FLAGS.num_seeds, "loop_ms_per_step": round(per_step, 4),
+            "loop_ms_per_seed_step": round(per_step / FLAGS.num_seeds, 4),
+            "loop_frames_per_s": round(1000 * FLAGS.num_seeds * config.action_repeat
+                                       / per_step, 1),
+            "loop_parts_ms_per_step": parts}
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    if FLAGS.agent not in agents.names():
+        sys.exit(f"error: unknown agent {FLAGS.agent!r}; choose one of: "
+                 f"{', '.join(agents.names())}")
+    if FLAGS.task not in envs.names():
+        sys.exit(f"error: unknown task {FLAGS.task!r}; choose one of: {', '.join(envs.names())}")
+    unknown = set(FLAGS.parts) - {"update", "env", "loop"}
+    if unknown:
+        sys.exit(f"error: unknown --parts {sorted(unknown)}; choose from update, env, loop")
+    if FLAGS.obs_type == "pixels":
+        envs.ensure_gl_backend()  # before JAX starts its threads (the probe forks)
+    from pixelzoo.replay import ReplayBuffer
+    try:
+        config = agents.build_config(FLAGS.agent, task=FLAGS.task,
+                                     task_group=envs.task_group(FLAGS.task),
+                                     **_config_overrides())
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    env = envs.make(FLAGS.task, seed=0, obs_type=FLAGS.obs_type, image_size=FLAGS.image_size,
+                    frame_stack=FLAGS.frame_stack, action_repeat=FLAGS.action_repeat)
+    agent = agents.make_from_config(FLAGS.agent, config, env.observation_spec(),
+                                    env.action_spec())
+    result = {"agent": FLAGS.agent, "task": FLAGS.task, "obs_type": FLAGS.obs_type,
+              "batch_size": FLAGS.batch_size, "image_size": FLAGS.image_size,
+              "updates_per_call": FLAGS.updates_per_call}
+    if "update" in FLAGS.parts:
+        result.update(time_update(agent, FLAGS.num_devices))
+    if "env" in FLAGS.parts:
+        result.update(time_env(env))
+    if "loop" in FLAGS.parts:
+        result.update(time_loop(config))
     capacity = 1000
-    result = {
-        "agent": FLAGS.agent, "task": FLAGS.task, "batch_size": batch_size,
-        "image_size": size, "updates_per_call": calls,
-        "update_ms": round(update_ms, 1),
-        "update_ms_per_update": round(update_ms / calls, 1),
-        "env_frames_per_s": round(env_frames_per_s, 1),
-        "train_frames_per_s": round(train_frames_per_s, 1),
-        "replay_bytes_per_transition": ReplayBuffer(obs_spec, action_spec,
-                                                    capacity=capacity).nbytes / capacity,
-        "num_devices": learner.num_devices, "device_kind": jax.devices()[0].device_kind,
-        "backend": jax.default_backend(),
-    }
+    result["replay_bytes_per_transition"] = ReplayBuffer(
+        env.observation_spec(), env.action_spec(), capacity=capacity).nbytes / capacity
     for name, value in result.items():
         print(f"{name:>28}  {value}")
     print(json.dumps(result))

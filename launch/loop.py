@@ -10,6 +10,7 @@ Every periodic event (evaluation, logging, checkpoints) is decided by `due`.
 `launch.benchmark` times the same `Run` step functions that `train` calls.
 """
 import collections
+import contextlib
 import dataclasses
 import functools
 import os
@@ -27,7 +28,7 @@ from pixelzoo.agents.common import METRIC_GATES, mean_over_updates
 from pixelzoo.agents.config import Config
 from pixelzoo.agents.learner import Learner, make_seed_mesh
 from pixelzoo.launch.checkpointing import RunCheckpointer
-from pixelzoo.launch.run_logging import CsvLog, Progress, TensorBoard, save_video
+from pixelzoo.launch.run_logging import CsvLog, Progress, TensorBoard, WandbLog, save_video
 from pixelzoo.replay import Batch, ReplayBuffer
 
 TRAIN_COLUMNS = ["frame", "step", "episode", "episode_return", "episode_length", "fps",
@@ -349,7 +350,9 @@ class Run:
 class RunLogs:
     """train.csv, eval.csv, TensorBoard and the terminal line of one run (rows per seed)."""
 
-    def __init__(self, run: Run, metric_names: list[str], logged_until: int, start_frame: int):
+    def __init__(self, run: Run, metric_names: list[str], logged_until: int, start_frame: int,
+                 wandb: bool = False):
+        """wandb: mirror every TensorBoard scalar to Weights & Biases."""
         self.run = run
         seed_column = ["seed"] if run.multi_seed else []
         self.train = CsvLog(os.path.join(run.workdir, "train.csv"),
@@ -358,13 +361,15 @@ class RunLogs:
                            EVAL_COLUMNS[:1] + seed_column + EVAL_COLUMNS[1:])
         self.train.truncate_after(logged_until)
         self.eval.truncate_after(logged_until)
-        self.board = TensorBoard(run.workdir)
+        self.boards = [TensorBoard(run.workdir)] + ([WandbLog(run.workdir, run.spec)]
+                                                     if wandb else [])
         self.progress = Progress(run.spec["num_frames"], start_frame)
         self.recent_returns: collections.deque = collections.deque(maxlen=10)
 
     def _board(self, kind: str, seed: int, values: dict, frame: int) -> None:
         prefix = f"{kind}/seed_{seed}" if self.run.multi_seed else kind
-        self.board.scalars(prefix, {k: v for k, v in values.items() if k != "seed"}, frame)
+        for board in self.boards:
+            board.scalars(prefix, {k: v for k, v in values.items() if k != "seed"}, frame)
 
     def episode(self, rows: list[dict], metrics: list[dict]) -> None:
         """Per seed: the episode's row to train.csv with the means of its updates' metrics;
@@ -391,18 +396,21 @@ class RunLogs:
                                               self.progress.frames_per_second(frame), recent))
 
     def close(self) -> None:
-        self.board.close()
+        for board in self.boards:
+            board.close()
 
 
 def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
-          num_devices: int | None = None, seed_shards: int | None = None) -> bool:
+          num_devices: int | None = None, seed_shards: int | None = None,
+          wandb: bool = False) -> bool:
     """Runs (or resumes) the run described by `spec` in `workdir` on `num_devices` devices
     (all by default), the seeds split into `seed_shards` device groups
     (`agents.make_seed_mesh`).
 
     spec["num_seeds"] = K trains seeds spec["seed"] .. + K - 1 together: one vmapped agent
     state, K environments and replays, every key, env seed and replay sample the same as in
-    K single-seed runs. Returns True when num_frames were reached, False when
+    K single-seed runs. wandb: mirror the TensorBoard scalars to Weights & Biases.
+    Returns True when num_frames were reached, False when
     `should_stop()` asked to stop (after saving a checkpoint).
     """
     run = Run(spec, workdir, num_devices, seed_shards)
@@ -413,7 +421,8 @@ def train(spec: dict[str, Any], workdir: str, should_stop: Callable[[], bool],
         state, loop = restored if restored is not None else (state, LoopState())
         resumed_frame = loop.step * run.config.action_repeat if restored else None
         logs = RunLogs(run, run.metric_names(state),
-                       -1 if resumed_frame is None else resumed_frame, resumed_frame or 0)
+                       -1 if resumed_frame is None else resumed_frame, resumed_frame or 0,
+                       wandb)
         _announce(run, logs, resumed_frame)
         return _run_loop(run, logs, state, loop, resumed_frame, should_stop)
     finally:
@@ -476,16 +485,53 @@ def _run_loop(run: Run, logs: RunLogs, state: agents.AgentState, loop: LoopState
             save(frame)
         previous_frame = frame
 
-        actions = run.act(state, loop.step, episode.observations(timesteps))
+        state, timesteps = agent_step(run, state, loop.step, timesteps, episode, metrics)
+        loop.step += 1
+
+
+class PartTimer:
+    """Wall time per named part of `agent_step`, for launch.benchmark (`train` passes none)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = collections.defaultdict(float)
+        self._part, self._start = None, 0.0
+
+    def __call__(self, part: str) -> "PartTimer":
+        self._part = part
+        return self
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter()
+
+    def __exit__(self, *exc_info) -> None:
+        self.seconds[self._part] += time.perf_counter() - self._start
+
+
+def agent_step(run: Run, state: agents.AgentState, step: int, timesteps: list,
+               episode: "_Episode", metrics: "MetricsWindow",
+               timer: PartTimer | None = None) -> tuple[agents.AgentState, list]:
+    """One agent step of every seed: act, step the environments (in their workers, while
+    the learner's update is dispatched), store the transitions. Returns (state, timesteps).
+    `timer` records the parts' wall times (launch.benchmark)."""
+    part = timer or (lambda name: contextlib.nullcontext())
+    with part("act"):
+        actions = run.act(state, step, episode.observations(timesteps))
+    with part("env_ipc"):
         run.train_pool.step_async(actions)   # the environments step while the learner updates
-        if run.update_due(loop.step):
-            state, update_metrics = run.update(state, run.transfer(run.sample(loop.step)),
-                                               loop.step)
-            metrics.add(loop.step, update_metrics)
+    if run.update_due(step):
+        with part("replay_sample"):
+            host_batches = run.sample(step)
+        with part("transfer"):
+            device_batches = run.transfer(host_batches)
+        with part("update_dispatch"):
+            state, update_metrics = run.update(state, device_batches, step)
+            metrics.add(step, update_metrics)
+    with part("env_ipc"):
         timesteps = run.train_pool.step_wait()
+    with part("replay_add"):
         run.store(timesteps, actions)
         episode.record(timesteps)
-        loop.step += 1
+    return state, timesteps
 
 
 class _Episode:

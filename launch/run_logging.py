@@ -65,6 +65,42 @@ class TensorBoard:
         self._writer.close()
 
 
+class WandbLog:
+    """The TensorBoard scalars mirrored to Weights & Biases (`--wandb`, extra `[wandb]`).
+
+    One W&B run per workdir: its id is derived from the workdir's absolute path and it is
+    resumed (resume='allow'), so a resumed launch continues the same W&B run. Scalars are
+    logged with `frame` as their x-axis (W&B's own step only counts calls), so rows that a
+    resume writes again at earlier frames are kept. The run's config is the run spec
+    (agent, task, seed, num_seeds, num_frames, config fields). WANDB_MODE=offline and the
+    other WANDB_* variables work as usual; files go to <workdir>/wandb/.
+    """
+
+    def __init__(self, workdir: str, spec: dict, project: str = "pixelzoo"):
+        import hashlib
+        try:
+            import wandb  # deferred: optional (pip install "pixelzoo[wandb]")
+        except ImportError:
+            raise ImportError("--wandb needs the wandb package: pip install "
+                              "'pixelzoo[wandb]'") from None
+        path = os.path.abspath(workdir)
+        run_id = hashlib.sha1(path.encode()).hexdigest()[:16]
+        self._run = wandb.init(project=project, id=run_id, resume="allow", dir=path,
+                               name=os.path.basename(path), config=spec,
+                               settings=wandb.Settings(console="off"))
+        self._run.define_metric("frame")
+        self._run.define_metric("*", step_metric="frame")
+
+    def scalars(self, prefix: str, values: dict, frame: int) -> None:
+        numbers = {f"{prefix}/{name}": float(value) for name, value in values.items()
+                   if isinstance(value, (int, float, np.floating, np.integer))}
+        if numbers:
+            self._run.log({"frame": frame, **numbers})
+
+    def close(self) -> None:
+        self._run.finish()
+
+
 def format_duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"

@@ -38,6 +38,8 @@ flags.DEFINE_integer("num_seeds", 1, "Seeds trained together in this process wit
                      "environments and replay (logs carry a seed column).")
 flags.DEFINE_integer("num_devices", None, "Devices to train on; default: all local devices. "
                      "Not part of the run's identity: a run may resume on another number.")
+flags.DEFINE_bool("wandb", False, "Mirror the TensorBoard scalars to Weights & Biases (needs "
+                  "pip install 'pixelzoo[wandb]'; WANDB_MODE=offline works without network).")
 flags.DEFINE_integer("seed_shards", None, "How the seeds split over the devices: S groups "
                      "of num_seeds/S seeds, each on num_devices/S devices that split its "
                      "batches. Default: one seed group per device when num_seeds >= "
@@ -170,6 +172,13 @@ def main(argv: list[str]) -> None:
         except envs.RenderingUnavailableError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(1)
+    if FLAGS.wandb:
+        try:
+            import wandb  # noqa: F401 - only checked here, used by the loop
+        except ImportError:
+            print("error: --wandb needs the wandb package: pip install 'pixelzoo[wandb]'",
+                  file=sys.stderr)
+            sys.exit(EXIT_USAGE)
     try:
         num_devices, seed_shards = check_devices(FLAGS.num_devices, FLAGS.seed_shards,
                                                  spec["num_seeds"], spec["config"]["batch_size"])
@@ -192,7 +201,7 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGTERM, request_stop)
     try:
         finished = train(spec, workdir, should_stop=lambda: bool(stop_signal),
-                         num_devices=num_devices, seed_shards=seed_shards)
+                         num_devices=num_devices, seed_shards=seed_shards, wandb=FLAGS.wandb)
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)

@@ -278,9 +278,9 @@ def test_fields_added_after_a_run_started_count_as_their_defaults():
     assert _spec_differences(older, changed) == ["config.lix_init (saved 0.5, now 0.9)"]
 
 
-def tensorboard_scalars(workdir) -> list[tuple[str, int]]:
-    """(tag, step) of every scalar in the workdir's event files (TFRecord framing: length,
-    its crc, an Event proto, its crc)."""
+def tensorboard_scalars(workdir, with_values=False) -> list[tuple]:
+    """(tag, step) of every scalar in the workdir's event files, (tag, step, value) with
+    values (TFRecord framing: length, its crc, an Event proto, its crc)."""
     import struct
     from tensorboardX.proto import event_pb2
     found = []
@@ -290,7 +290,8 @@ def tensorboard_scalars(workdir) -> list[tuple[str, int]]:
         while offset < len(data):
             (length,) = struct.unpack("<Q", data[offset:offset + 8])
             event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
-            found += [(value.tag, event.step) for value in event.summary.value]
+            found += [(value.tag, event.step) + ((value.simple_value,) if with_values else ())
+                      for value in event.summary.value]
             offset += 12 + length + 4
     return found
 
@@ -345,3 +346,34 @@ def test_logged_metrics_are_means_over_the_updates_that_ran(tmp_path, monkeypatc
     scalars = tensorboard_scalars(tmp_path)
     assert len(scalars) == len(set(scalars)), "a TensorBoard scalar was written twice"
     assert ("train/actor_loss", 400) in scalars and ("train/episode_return", 1000) in scalars
+
+
+@pytest.mark.slow(20)
+def test_wandb_offline_mirrors_every_tensorboard_scalar_with_the_config_and_seed(
+        tmp_path, monkeypatch):
+    import wandb
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    init_kwargs, logged = [], []
+    real_init = wandb.init
+
+    def recording_init(**kwargs):
+        init_kwargs.append(kwargs)
+        run = real_init(**kwargs)
+        real_log = run.log
+        monkeypatch.setattr(run, "log", lambda data, **kw: (logged.append(dict(data)),
+                                                            real_log(data, **kw)))
+        return run
+
+    monkeypatch.setattr(wandb, "init", recording_init)
+    spec = tiny_spec(obs_type="state", aug="none", eval_every_frames=1000)
+    spec.update(num_frames=2000, seed=3)
+    assert loop.train(spec, str(tmp_path), should_stop=lambda: False, num_devices=1,
+                      wandb=True)
+    assert init_kwargs[0]["config"]["seed"] == 3 and init_kwargs[0]["config"] == spec
+    assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb")), "no offline run"
+    mirrored = sorted((tag, row["frame"], np.float32(value)) for row in logged
+                      for tag, value in row.items() if tag != "frame")
+    board = sorted((tag, step, np.float32(value))
+                   for tag, step, value in tensorboard_scalars(tmp_path, with_values=True))
+    assert mirrored == board and len(board) > 20
