@@ -134,7 +134,8 @@ class Learner:
             raise ValueError(f"batch_size={batch_size} must be divisible by the number of "
                              f"devices ({data_devices}) to split it between them")
         # State, keys and metrics: [K, ...] split along the seed axis (replicated without one).
-        self.state_sharding = NamedSharding(mesh, PartitionSpec(seed_axis))
+        self.state_sharding = NamedSharding(
+            mesh, PartitionSpec(seed_axis) if seed_axis else PartitionSpec())
         fused = fuse_updates(agent.update, updates_per_call)
         update = fused
 
@@ -163,20 +164,28 @@ class Learner:
             donate_argnums=(0,) if donate else ())
 
     def put_state(self, state: AgentState) -> AgentState:
-        """The state replicated on every device of the mesh."""
-        return jax.device_put(state, self.state_sharding)
+        """The state (the same whole host value in every process) on the mesh: replicated,
+        or split along the seed axis on a (seed, data) mesh."""
+        if self.state_sharding.is_fully_addressable:
+            return jax.device_put(state, self.state_sharding)
+        return jax.tree.map(lambda x: jax.make_array_from_callback(
+            np.shape(x), self.state_sharding, lambda index: np.asarray(x)[index]), state)
 
     def put_batch(self, batches: Batch) -> Batch:
-        """Host arrays [U, (K,) B_local, ...] of this process -> one global batch
-        [U, (K,) B, ...] split over the mesh along B (B = B_local * number of processes)."""
-        return jax.tree.map(
-            lambda x: jax.make_array_from_process_local_data(self.batch_sharding, np.asarray(x)),
-            batches)
+        """Host arrays [U, (K_local,) B_local, ...] of this process -> one global batch
+        [U, (K,) B, ...] split over the mesh (B = the agent's batch size: each process gives
+        its share of every batch of its seeds, K_local of the K seeds' batches)."""
+        return jax.tree.map(self._put, batches)
 
     def put_starts(self, starts: np.ndarray) -> jax.Array:
-        """Host start indices [U, (K,) B_local] -> the global [U, (K,) B] split over the mesh."""
-        return jax.make_array_from_process_local_data(self.batch_sharding,
-                                                      np.asarray(starts, np.int32))
+        """Host start indices [U, (K_local,) B_local] -> the global [U, (K,) B] on the mesh."""
+        return self._put(np.asarray(starts, np.int32))
+
+    def _put(self, local: np.ndarray) -> jax.Array:
+        local = np.asarray(local)
+        leading = (local.shape[0],) + ((self.num_seeds,) if self.num_seeds else ())
+        global_shape = leading + (self.agent.config.batch_size,) + local.shape[len(leading) + 1:]
+        return jax.make_array_from_process_local_data(self.batch_sharding, local, global_shape)
 
     def update_from_replay(self, state: AgentState, arrays: dict, starts: jax.Array,
                            key: jax.Array) -> tuple[AgentState, Metrics]:

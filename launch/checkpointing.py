@@ -2,6 +2,10 @@
 
 Each checkpoint is one orbax step directory holding three items: `agent` (the AgentState
 pytree), `replay` (the replay buffer's arrays) and `loop` (JSON counters and the run key).
+With several processes (a multi-host run) the agent state is written through orbax's
+multi-process support (each process its own shards), and each process writes the replays
+of its seeds to `<workdir>/replays/<frame>/process_<i>.npz` before the orbax step begins,
+so a complete orbax step always has every process's replays.
 Orbax writes a step to a temporary directory and renames it when complete, so a run killed
 at any moment (SIGKILL included) resumes from its last complete checkpoint. A checkpoint
 that is complete but cannot be restored (a truncated file after a full disk or a killed
@@ -35,26 +39,61 @@ class RunCheckpointer:
         return self._manager.latest_step()
 
     def save(self, frame: int, agent_state: Any, replay_state: dict, loop_state: dict) -> None:
-        """Writes checkpoint `frame` and waits until it is complete on disk."""
+        """Writes checkpoint `frame` and waits until it is complete on disk (every process
+        calls it together; replay_state holds this process's seeds)."""
+        if jax.process_count() > 1:
+            self._save_local_replays(frame, replay_state)
+            replay_state = {"num_processes": np.int32(jax.process_count())}
         args = ocp.args.Composite(agent=ocp.args.StandardSave(agent_state),
                                   replay=ocp.args.StandardSave(replay_state),
                                   loop=ocp.args.JsonSave(loop_state))
         self._manager.save(frame, args=args, force=True)
         self._manager.wait_until_finished()
+        if jax.process_count() > 1 and jax.process_index() == 0:
+            kept = {str(step) for step in self._manager.all_steps()}
+            for name in os.listdir(self._replays_dir):
+                if name not in kept and name.isdigit():
+                    shutil.rmtree(os.path.join(self._replays_dir, name), ignore_errors=True)
+
+    @property
+    def _replays_dir(self) -> str:
+        return os.path.join(os.path.dirname(self.directory), "replays")
+
+    def _local_replays_path(self, frame: int) -> str:
+        return os.path.join(self._replays_dir, str(frame),
+                            f"process_{jax.process_index()}.npz")
+
+    def _save_local_replays(self, frame: int, replay_state: dict) -> None:
+        path = self._local_replays_path(frame)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        flat = {f"{seed}/{name}": value for seed, arrays in replay_state.items()
+                for name, value in arrays.items()}
+        with open(path + ".tmp", "wb") as file:
+            np.savez(file, **flat)
+        os.replace(path + ".tmp", path)
+
+    def _load_local_replays(self, frame: int) -> dict:
+        with np.load(self._local_replays_path(frame)) as data:
+            nested: dict = {}
+            for key in data.files:
+                seed, name = key.split("/", 1)
+                nested.setdefault(seed, {})[name] = data[key]
+        return nested
 
     def restore(self, frame: int, agent_template: Any) -> tuple[Any, dict, dict]:
         """(agent_state, replay_state, loop_state) of checkpoint `frame`: the agent state
         shaped like `agent_template`, the replay arrays as saved (numpy, their length is the
         number of timesteps written; a dict of them per seed for a multi-seed run), the
         loop counters as saved."""
-        # Restored into host numpy arrays, then placed on the default device.
-        host_template = jax.tree.map(lambda x: np.zeros(np.shape(x), x.dtype), agent_template)
+        # Restored into host numpy arrays (every process reads them whole).
+        host_template = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), agent_template)
         args = ocp.args.Composite(agent=ocp.args.StandardRestore(host_template),
                                   replay=ocp.args.StandardRestore(),  # numpy, as saved
                                   loop=ocp.args.JsonRestore())
         restored = self._manager.restore(frame, args=args)
-        replay = jax.tree.map(np.asarray, dict(restored.replay))  # nested per seed or flat
-        agent = jax.tree.map(jax.device_put, restored.agent)
+        replay = (self._load_local_replays(frame) if jax.process_count() > 1
+                  else jax.tree.map(np.asarray, dict(restored.replay)))  # per seed, or flat
+        agent = jax.tree.map(np.asarray, restored.agent)
         return agent, replay, restored.loop
 
     def restore_newest(self, agent_template: Any) -> tuple[int, Any, dict, dict] | None:

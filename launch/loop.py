@@ -20,13 +20,15 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from pixelzoo import agents
 from pixelzoo import envs
 from pixelzoo import replay as replay_lib
 from pixelzoo.agents.common import METRIC_GATES, mean_over_updates
 from pixelzoo.agents.config import Config
-from pixelzoo.agents.learner import Learner, make_seed_mesh
+from pixelzoo.agents.learner import SEED_AXIS, Learner, make_seed_mesh
+from pixelzoo.launch import processes
 from pixelzoo.launch.checkpointing import RunCheckpointer
 from pixelzoo.launch.run_logging import CsvLog, Progress, TensorBoard, WandbLog, save_video
 from pixelzoo.replay import Batch, ReplayBuffer
@@ -116,7 +118,7 @@ class MetricsWindow:
         NonFiniteLossError naming the first bad update (a skipped step's NaN is no error)."""
         if not self._pending:
             return
-        fetched = jax.device_get(self._pending)  # one transfer, no per-length compile
+        fetched = processes.gather(self._pending)  # one transfer, every process: all seeds
         rows = [{k: np.reshape(np.asarray(v, np.float64), -1) for k, v in m.items()}
                 for m in fetched]
         steps, self._pending_steps, self._pending = self._pending_steps, [], []
@@ -202,39 +204,58 @@ class Run:
         self.multi_seed = len(self.seeds) > 1   # CSVs gain a seed column, checkpoints a
                                                 # seed axis (one seed: the agent's own state)
         mesh = make_seed_mesh(len(self.seeds), num_devices, seed_shards)
+        sharding = NamedSharding(mesh, PartitionSpec(SEED_AXIS))
+        # This process's seeds: those whose devices it holds (all of them in one process).
+        self.local = processes.local_seed_indices(sharding, len(self.seeds))
+        self.local_seeds = [self.seeds[index] for index in self.local]
+        if jax.process_count() > 1 and config.replay == "device":
+            raise ValueError("replay='device' runs in one process for now; use replay='host' "
+                             "for multi-process runs")
         # Every environment steps in its own worker process; on a GPU host the workers
         # take the GPUs in turn for rendering.
         gpus = _local_gpu_count()
+        render_env = [envs.worker_render_env(i, gpus) for i in range(len(self.local_seeds))]
         self.train_pool = envs.EnvPool(
-            [_env_kwargs(spec["task"], seed, config) for seed in self.seeds],
-            [envs.worker_render_env(i, gpus) for i in range(len(self.seeds))])
+            [_env_kwargs(spec["task"], seed, config) for seed in self.local_seeds], render_env)
         self.eval_pool = (envs.EnvPool(
-            [_env_kwargs(spec["task"], seed + EVAL_SEED_OFFSET, config) for seed in self.seeds],
-            [envs.worker_render_env(i, gpus) for i in range(len(self.seeds))])
-            if config.num_eval_episodes else None)
+            [_env_kwargs(spec["task"], seed + EVAL_SEED_OFFSET, config)
+             for seed in self.local_seeds], render_env) if config.num_eval_episodes else None)
         self.obs_spec = self.train_pool.observation_spec
         self.action_spec = self.train_pool.action_spec
         self.agent = agents.make_from_config(spec["agent"], config, self.obs_spec,
                                              self.action_spec)
         self.replays = [ReplayBuffer(self.obs_spec, self.action_spec, config.replay_capacity,
                                      nstep=config.nstep, discount=config.discount)
-                        for _ in self.seeds]
-        # Per seed: jax.random.split(jax.random.key(seed), 4) = init, act, update, eval keys.
-        run_keys = jax.vmap(lambda seed: jax.random.split(jax.random.key(seed), 4))(
-            jnp.asarray(self.seeds))                                         # [K, 4]
-        self.init_keys, self.act_keys, self.update_keys, self.eval_keys = (
-            run_keys[:, j] for j in range(4))
-        self._fold_in = jax.jit(jax.vmap(jax.random.fold_in, in_axes=(0, None)))
+                        for _ in self.local_seeds]
         layout = replay_lib.layout_of(self.replays[0])
         self.learner = Learner(self.agent, mesh, config.updates_per_call,
                                num_seeds=len(self.seeds),
                                gather=functools.partial(replay_lib.gather, layout=layout))
+        # Per seed: jax.random.split(jax.random.key(seed), 4) = init, act, update, eval keys.
+        # The last three live beside the seed's state; each step folds in the agent step.
+        run_keys = jax.vmap(lambda seed: jax.random.split(jax.random.key(seed), 4))(
+            jnp.asarray(self.seeds))
+        self.init_keys = run_keys[:, 0]
+        key_data = np.asarray(jax.random.key_data(run_keys))           # [K, 4, 2] uint32
+        self.act_keys, self.update_keys, self.eval_keys = (
+            self.learner.put_state(key_data[:, j]) for j in (1, 2, 3))
+
+        def fold(keys: jax.Array, step: int) -> jax.Array:
+            """[K] key data, agent step -> [K] keys of that step."""
+            return jax.vmap(jax.random.fold_in, in_axes=(0, None))(
+                jax.random.wrap_key_data(keys), step)
+
+        self._fold = jax.jit(fold, out_shardings=sharding)
+        self._act = jax.jit(lambda state, obs, keys, step: jax.vmap(self.agent.act)(
+            state, obs, fold(keys, step)), out_shardings=sharding)
+        act_eval = functools.partial(self.agent.act, eval_mode=True)
+        self._act_eval = jax.jit(lambda state, obs, keys, step: jax.vmap(act_eval)(
+            state, obs, fold(keys, step)), out_shardings=sharding)
+        self._sharding = sharding
         # replay='device': every timestep is copied once to the accelerator and batches are
         # gathered inside the update from start indices the host draws.
         self.device_replay = (replay_lib.DeviceReplay(self.replays, self.learner.state_sharding)
                               if config.replay == "device" else None)
-        self._act = jax.jit(jax.vmap(self.agent.act))
-        self._act_eval = jax.jit(jax.vmap(functools.partial(self.agent.act, eval_mode=True)))
         self.num_seed_steps = config.num_seed_frames // config.action_repeat
         self.update_period = config.update_every_steps * config.updates_per_call
         self.checkpointer = RunCheckpointer(os.path.join(workdir, "checkpoints"))
@@ -245,7 +266,7 @@ class Run:
         init per seed, stacked on the host: the same values as jax.vmap(agent.init), but a
         jitted vmapped init of 1024-wide networks hangs XLA:CPU (batched QRs; README)."""
         init = jax.jit(self.agent.init)
-        states = [jax.device_get(init(key)) for key in self.init_keys]
+        states = [jax.device_get(init(key)) for key in self.init_keys]  # every process: all
         return self.learner.put_state(jax.tree.map(lambda *x: np.stack(x), *states))
 
     def metric_names(self, state: agents.AgentState) -> list[str]:
@@ -255,10 +276,11 @@ class Run:
 
     def save(self, frame: int, state: agents.AgentState, loop: LoopState) -> None:
         """Checkpoint `frame`: the agent state ([K, ...]; one seed's own state when K = 1),
-        every seed's replay and the loop counters."""
+        every seed's replay and the loop counters. With several processes each one writes
+        its seeds' replays beside the checkpoint first (`RunCheckpointer.save`)."""
         agent_state = state if self.multi_seed else jax.tree.map(lambda x: x[0], state)
         replay_state = ({f"seed_{seed}": replay.state_dict()
-                         for seed, replay in zip(self.seeds, self.replays)}
+                         for seed, replay in zip(self.local_seeds, self.replays)}
                         if self.multi_seed else self.replays[0].state_dict())
         self.checkpointer.save(frame, agent_state, replay_state, dataclasses.asdict(loop))
 
@@ -266,49 +288,55 @@ class Run:
         """The newest checkpoint that restores, loaded into the agent state, replays and
         environments; None when there is none."""
         template = state if self.multi_seed else jax.tree.map(lambda x: x[0], state)
-        restored = self.checkpointer.restore_newest(jax.device_get(template))
+        restored = self.checkpointer.restore_newest(jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), template))
         if restored is None:
             return None
         _, agent_state, replay_state, loop_values = restored
         if not self.multi_seed:
             agent_state = jax.tree.map(lambda x: np.asarray(x)[None], agent_state)
-        for seed, replay in zip(self.seeds, self.replays):
+        for seed, replay in zip(self.local_seeds, self.replays):
             replay.load_state_dict(replay_state[f"seed_{seed}"] if self.multi_seed
                                    else replay_state)
         loop = LoopState.from_dict(loop_values)
-        self.train_pool.remake([{"seed": _env_seed(seed, loop.episode)} for seed in self.seeds])
-        return self.learner.put_state(jax.device_get(agent_state)), loop
+        self.train_pool.remake([{"seed": _env_seed(seed, loop.episode)}
+                                for seed in self.local_seeds])
+        return self.learner.put_state(agent_state), loop
 
     # ------------------------------------------------------------------ step functions
-    def seed_keys(self, keys: jax.Array, step: int) -> jax.Array:
-        """[K] keys folded with the agent step."""
-        return self._fold_in(keys, step)
-
     def act(self, state: agents.AgentState, step: int, observations: np.ndarray) -> np.ndarray:
-        """Actions [K, A] for observations [K, ...]: uniform during the seed steps, else
-        each seed's exploration policy."""
+        """Actions [K_local, A] of this process's seeds for their observations [K_local, ...]:
+        uniform during the seed steps, else each seed's exploration policy."""
         if step < self.num_seed_steps:
             return np.stack([np.random.default_rng([seed, step]).uniform(
-                -1.0, 1.0, self.action_spec.shape).astype(np.float32) for seed in self.seeds])
-        return np.asarray(self._act(state, observations[:, None],
-                                    self.seed_keys(self.act_keys, step)))[:, 0]
+                -1.0, 1.0, self.action_spec.shape).astype(np.float32)
+                for seed in self.local_seeds])
+        observations = processes.to_global(observations[:, None], self._sharding,
+                                           len(self.seeds))
+        return processes.local_rows(self._act(state, observations, self.act_keys, step))[:, 0]
 
     def eval_policy(self, state: agents.AgentState,
                     step: int) -> Callable[[np.ndarray], np.ndarray]:
-        """observations [K, ...] -> deterministic actions [K, A] of every seed's agent."""
-        key = self.seed_keys(self.eval_keys, step)
-        return lambda obs: np.asarray(self._act_eval(state, obs[:, None], key))[:, 0]
+        """observations [K_local, ...] -> deterministic actions [K_local, A] of this process's
+        seeds' agents."""
+        def policy(observations: np.ndarray) -> np.ndarray:
+            observations = processes.to_global(observations[:, None], self._sharding,
+                                               len(self.seeds))
+            return processes.local_rows(
+                self._act_eval(state, observations, self.eval_keys, step))[:, 0]
+        return policy
 
     def update_due(self, step: int) -> bool:
         return (step >= self.num_seed_steps and step % self.update_period == 0
                 and self.replays[0].num_transitions > 0)
 
     def sample(self, step: int) -> Batch | np.ndarray:
-        """This update call's host batches [U, K, B, ...] (replay='device': start indices
-        [U, K, B]), each seed's drawn with np.random.default_rng([seed, step])."""
+        """This update call's host batches [U, K_local, B, ...] of this process's seeds
+        (replay='device': start indices [U, K, B]), each seed's drawn with
+        np.random.default_rng([seed, step])."""
         config, size = self.config, self.config.updates_per_call * self.config.batch_size
         shape = (config.updates_per_call, config.batch_size)
-        rngs = [np.random.default_rng([seed, step]) for seed in self.seeds]
+        rngs = [np.random.default_rng([seed, step]) for seed in self.local_seeds]
         if self.device_replay is not None:
             return np.stack([replay.sample_indices(size, rng).reshape(shape)
                              for replay, rng in zip(self.replays, rngs)], axis=1)
@@ -326,7 +354,7 @@ class Run:
 
     def update(self, state: agents.AgentState, device_batches, step: int):
         """U updates per seed, dispatched (not waited for): (new state, metrics [K])."""
-        keys = self.seed_keys(self.update_keys, step)
+        keys = self._fold(self.update_keys, step)
         if self.device_replay is not None:
             return self.learner.update_from_replay(state, self.device_replay.arrays,
                                                    device_batches, keys)
@@ -348,12 +376,20 @@ class Run:
 
 
 class RunLogs:
-    """train.csv, eval.csv, TensorBoard and the terminal line of one run (rows per seed)."""
+    """train.csv, eval.csv, TensorBoard (and W&B) and the terminal line of one run, rows per
+    seed. Only the primary process writes (every process calls the same methods)."""
 
     def __init__(self, run: Run, metric_names: list[str], logged_until: int, start_frame: int,
                  wandb: bool = False):
         """wandb: mirror every TensorBoard scalar to Weights & Biases."""
         self.run = run
+        self.recent_returns: collections.deque = collections.deque(maxlen=10)
+        self.write = processes.is_primary()
+        self.progress = Progress(run.spec["num_frames"], start_frame,
+                                 stream=None if self.write else open(os.devnull, "w"))
+        self.boards = []
+        if not self.write:
+            return
         seed_column = ["seed"] if run.multi_seed else []
         self.train = CsvLog(os.path.join(run.workdir, "train.csv"),
                             TRAIN_COLUMNS[:1] + seed_column + TRAIN_COLUMNS[1:] + metric_names)
@@ -363,8 +399,6 @@ class RunLogs:
         self.eval.truncate_after(logged_until)
         self.boards = [TensorBoard(run.workdir)] + ([WandbLog(run.workdir, run.spec)]
                                                      if wandb else [])
-        self.progress = Progress(run.spec["num_frames"], start_frame)
-        self.recent_returns: collections.deque = collections.deque(maxlen=10)
 
     def _board(self, kind: str, seed: int, values: dict, frame: int) -> None:
         prefix = f"{kind}/seed_{seed}" if self.run.multi_seed else kind
@@ -377,11 +411,13 @@ class RunLogs:
         self.recent_returns.append(float(np.mean([row["episode_return"] for row in rows])))
         for row, seed_metrics in zip(rows, metrics):
             self._board("train", row["seed"], row, row["frame"])
-            self.train.append({**row, **seed_metrics})
+            if self.write:
+                self.train.append({**row, **seed_metrics})
 
     def evaluation(self, rows: list[dict]) -> None:
         for row in rows:
-            self.eval.append(row)
+            if self.write:
+                self.eval.append(row)
             self._board("eval", row["seed"], row, row["frame"])
         mean_return = float(np.mean([row["episode_return"] for row in rows]))
         self.progress.show(self.progress.line("eval ", rows[0]["frame"],
@@ -453,6 +489,8 @@ def _run_loop(run: Run, logs: RunLogs, state: agents.AgentState, loop: LoopState
     previous_frame = -1 if resumed_frame is None else resumed_frame
     episode = _Episode(run)
     timesteps = episode.start(run.train_pool.reset())
+    # With several processes the stop request is agreed on (a collective) every so often.
+    stop_check_period = 1 if jax.process_count() == 1 else 16
 
     def save(frame: int) -> None:
         metrics.fetch()   # never checkpoint a non-finite state
@@ -477,7 +515,8 @@ def _run_loop(run: Run, logs: RunLogs, state: agents.AgentState, loop: LoopState
             logs.progress.show(f"done: {frame:,} frames in {loop.total_time / 60:.1f} min; "
                                f"logs in {run.workdir}")
             return True
-        if should_stop():
+        if (loop.step % stop_check_period == 0
+                and processes.any_process(should_stop())):   # all processes stop together
             save(frame)
             return False
         if loop.step > start_step and due(config.checkpoint_every_frames, previous_frame,
@@ -542,7 +581,7 @@ class _Episode:
 
     def start(self, timesteps: list) -> list:
         self.run.store(timesteps)
-        self.returns = np.zeros(len(self.run.seeds))
+        self.returns = np.zeros(len(self.run.local_seeds))   # this process's seeds
         self.length, self.start_time = 0, time.monotonic()
         return timesteps
 
@@ -561,12 +600,14 @@ class _Episode:
         self.length += 1
 
     def rows(self, loop: LoopState, frame: int) -> list[dict]:
-        """train.csv rows of the episode that just ended, one per seed."""
+        """train.csv rows of the episode that just ended, one per seed (every process calls
+        this together: the returns of all seeds are gathered)."""
         action_repeat, seeds = self.run.config.action_repeat, self.run.seeds
+        returns = processes.gather(self.returns)
         fps = (self.length * action_repeat * len(seeds)
                / max(time.monotonic() - self.start_time, 1e-9))
         return [{"frame": frame, "seed": seed, "step": loop.step, "episode": loop.episode,
-                 "episode_return": self.returns[index],
+                 "episode_return": float(returns[index]),
                  "episode_length": self.length * action_repeat, "fps": fps,
                  "total_time": loop.total_time} for index, seed in enumerate(seeds)]
 
@@ -575,8 +616,13 @@ def _evaluate(run: Run, state: agents.AgentState, loop: LoopState, frame: int) -
     """eval.csv rows of an evaluation at `frame`, one per seed."""
     video = (os.path.join(run.workdir, "videos", f"eval_{frame}.mp4")
              if run.config.save_video else None)
+    if video is not None and not processes.is_primary():
+        video = None
     results = evaluate(run.eval_pool, run.eval_policy(state, loop.step),
                        run.config.num_eval_episodes, video)
+    names = ("episode_return", "episode_length")
+    gathered = processes.gather({name: np.asarray([r[name] for r in results]) for name in names})
     return [{"frame": frame, "seed": seed, "step": loop.step, "episode": loop.episode,
-             "total_time": loop.total_time, **result}
-            for seed, result in zip(run.seeds, results)]
+             "total_time": loop.total_time,
+             **{name: float(gathered[name][index]) for name in names}}
+            for index, seed in enumerate(run.seeds)]

@@ -24,6 +24,7 @@ hosts.reserve_gpu_memory_for_renderers()   # before anything imports jax (README
 from pixelzoo import agents  # noqa: E402 - after the GPU memory setting
 from pixelzoo import envs  # noqa: E402
 from pixelzoo.agents.config import Config, check_field_names  # noqa: E402
+from pixelzoo.launch import processes  # noqa: E402
 from pixelzoo.launch.workdir import WorkdirError, WorkdirLock, check_workdir  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -38,6 +39,10 @@ flags.DEFINE_integer("num_seeds", 1, "Seeds trained together in this process wit
                      "environments and replay (logs carry a seed column).")
 flags.DEFINE_integer("num_devices", None, "Devices to train on; default: all local devices. "
                      "Not part of the run's identity: a run may resume on another number.")
+flags.DEFINE_string("coordinator_address", None, "Multi-process runs (jax.distributed): "
+                    "host:port of process 0. Auto-detected on TPU VM slices and under SLURM.")
+flags.DEFINE_integer("num_processes", None, "Multi-process runs: the number of processes.")
+flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index, 0..N-1.")
 flags.DEFINE_bool("wandb", False, "Mirror the TensorBoard scalars to Weights & Biases (needs "
                   "pip install 'pixelzoo[wandb]'; WANDB_MODE=offline works without network).")
 flags.DEFINE_integer("seed_shards", None, "How the seeds split over the devices: S groups "
@@ -139,7 +144,7 @@ def check_devices(requested: int | None, seed_shards: int | None, num_seeds: int
     devices takes an equal share)."""
     import jax  # deferred: starts JAX's threads, so only after the GL probe
     from pixelzoo.agents.learner import default_seed_shards, seed_shard_choices
-    available = jax.local_device_count()
+    available = jax.device_count()     # over every process of a multi-process run
     count = available if requested is None else requested
     if not 1 <= count <= available:
         raise UserError(f"--num_devices={count}: allowed range 1..{available} "
@@ -180,14 +185,17 @@ def main(argv: list[str]) -> None:
                   file=sys.stderr)
             sys.exit(EXIT_USAGE)
     try:
+        multi_process = processes.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                                             FLAGS.process_id)
         num_devices, seed_shards = check_devices(FLAGS.num_devices, FLAGS.seed_shards,
                                                  spec["num_seeds"], spec["config"]["batch_size"])
         workdir = FLAGS.workdir or default_workdir(spec)
         check_workdir(workdir)            # the first write, after every other check
-        lock = WorkdirLock(workdir)
-        lock.acquire()                    # refused at once if another launch holds it
-        resolve_workdir(spec, workdir)
-    except (UserError, WorkdirError) as error:
+        if processes.is_primary():        # process 0 holds the workdir for the whole run
+            lock = WorkdirLock(workdir)
+            lock.acquire()                # refused at once if another launch holds it
+            resolve_workdir(spec, workdir)
+    except (UserError, WorkdirError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     from pixelzoo.launch.loop import NonFiniteLossError, train  # heavy imports after the checks
@@ -205,6 +213,9 @@ def main(argv: list[str]) -> None:
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
+    if multi_process:
+        import jax
+        jax.distributed.shutdown()
     if not finished:
         print(f"stopped by signal {stop_signal[0]}; checkpoint saved. Run the same command "
               "again to resume.", flush=True)

@@ -29,7 +29,7 @@ def check_workdir(path: str) -> None:
                            "give a directory path")
     try:
         os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, ".write-test")
+        probe = os.path.join(path, f".write-test-{os.getpid()}")
         with open(probe, "w") as file:
             file.write("ok")
         os.remove(probe)
