@@ -189,6 +189,12 @@ def define_flags(flag_values: flags.FlagValues) -> flags.FlagValues:
                          **define)
     flags.DEFINE_integer("gpus_per_job", 1, "GPUs per job (submitit executors).", **define)
     flags.DEFINE_integer("cpus_per_job", 8, "CPUs per job (slurm).", **define)
+    flags.DEFINE_integer("nodes", 1, "Nodes per job (slurm): with --tasks_per_node, a "
+                         "multi-process run; every task runs the same launch.train command "
+                         "and JAX's distributed runtime finds the others (SLURM_NTASKS).",
+                         **define)
+    flags.DEFINE_integer("tasks_per_node", 1, "Processes per node (slurm); each sees the "
+                         "node's --gpus_per_job GPUs.", **define)
     flags.DEFINE_integer("mem_gb", None, "Memory per job in GB (slurm; default: the "
                          "partition's).", **define)
     flags.DEFINE_string("slurm_partition", None, "SLURM partition.", **define)
@@ -303,6 +309,8 @@ def _make_executor(fv: flags.FlagValues, out: str):
                   "gpus_per_node": fv.gpus_per_job, "cpus_per_task": fv.cpus_per_job,
                   "mem_gb": fv.mem_gb, "slurm_partition": fv.slurm_partition,
                   "slurm_account": fv.slurm_account}
+    if fv.nodes > 1 or fv.tasks_per_node > 1:   # one multi-process run per job
+        parameters.update(nodes=fv.nodes, tasks_per_node=fv.tasks_per_node)
     executor.update_parameters(**{k: v for k, v in parameters.items() if v is not None})
     return executor
 

@@ -270,3 +270,16 @@ def test_a_sweep_of_two_tiny_runs_through_submitit_then_again_skips_both(tmp_pat
         assert record["job_id"] == manifest["runs"][name]["job_id"]   # where it ran
         assert pathlib.Path(record["log"]).read_text().count("=== ") == 1   # not relaunched
     assert len(again["sweeps"]) == 2
+
+
+def test_slurm_jobs_can_be_multi_process_runs(tmp_path, monkeypatch):
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    fv = sweep.define_flags(flags.FlagValues())
+    fv(["sweep", "--out=x", "--executor=slurm", "--nodes=2", "--tasks_per_node=4",
+        "--gpus_per_job=4"])
+    parameters = sweep._make_executor(fv, str(tmp_path))._executor.parameters
+    assert (parameters["nodes"], parameters["ntasks_per_node"], parameters["gpus_per_node"]) \
+        == (2, 4, 4)
