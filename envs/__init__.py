@@ -6,7 +6,7 @@ Importing this package is cheap: dm_control is imported by `make`, after the Ope
 backend is chosen.
 """
 from pixelzoo.envs.dmc import DMCEnv, make
-from pixelzoo.envs.pool import EnvPool, EnvWorkerError
+from pixelzoo.envs.pool import EnvPool, EnvWorkerError, default_num_workers
 from pixelzoo.envs.rendering import RenderingUnavailableError, ensure_gl_backend, worker_render_env
 from pixelzoo.envs.tasks import DRQV2_TASKS, names, task_group
 
@@ -15,6 +15,7 @@ __all__ = [
     "DRQV2_TASKS",
     "EnvPool",
     "EnvWorkerError",
+    "default_num_workers",
     "worker_render_env",
     "RenderingUnavailableError",
     "ensure_gl_backend",

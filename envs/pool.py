@@ -36,7 +36,8 @@ _WORKER_CODE = ("import json, sys; sys.path[:0] = json.loads(sys.argv[2]); "
 
 
 def _serve_socket(fd: int) -> None:
-    """Worker process entry: the first message on socket `fd` is make()'s kwargs."""
+    """Worker process entry: the first message on socket `fd` is the list of make()
+    kwargs of its environments."""
     connection = Connection(fd)
     try:
         make_kwargs = connection.recv()
@@ -45,45 +46,67 @@ def _serve_socket(fd: int) -> None:
     _serve(connection, make_kwargs)
 
 
-def _serve(connection, make_kwargs: dict) -> None:
-    """Worker main loop: build the environment, then answer commands until 'close'."""
+def _serve(connection, make_kwargs: list[dict]) -> None:
+    """Worker main loop: build its environments, then answer commands until 'close'.
+
+    Commands act on all of the worker's environments, in order: ('reset', None) and
+    ('step', actions [n, A]) answer a list of TimeSteps, ('remake', [changes]) rebuilds
+    them; ('call', (i, command, argument)) runs one command on environment i alone."""
     # Ctrl-C (SIGINT) and SLURM/timeout (SIGTERM) reach the whole process group: the parent
     # handles them (it saves a checkpoint, then closes the pool); a worker ends when told
     # to, or when its socket closes because the parent is gone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        env = dmc.make(**make_kwargs)
+        group = [dmc.make(**kwargs) for kwargs in make_kwargs]
+        env = group[0]
         connection.send(("ok", (env.observation_spec(), env.action_spec(),
                                 env.action_repeat)))
     except Exception:  # noqa: BLE001 - reported to the parent, which raises it
         connection.send(("error", traceback.format_exc()))
         return
+
+    def one(env, command: str, argument: Any) -> Any:
+        if command == "reset":
+            return env.reset()
+        if command == "step":
+            return env.step(argument)
+        if command == "render":
+            return env.render(argument)
+        raise ValueError(f"unknown command {command!r}")
+
     while True:
         try:
             command, argument = connection.recv()
         except (EOFError, OSError):   # the parent is gone
             return
         if command == "close":
-            env.close()
+            for env in group:
+                env.close()
             connection.send(("ok", None))
             return
         try:
-            if command == "remake":      # the same kind of environment, new settings
-                env.close()
-                env = dmc.make(**{**make_kwargs, **argument})
+            if command == "remake":      # the same kind of environments, new settings
+                for env in group:
+                    env.close()
+                group = [dmc.make(**{**kwargs, **change})
+                         for kwargs, change in zip(make_kwargs, argument, strict=True)]
                 result = None
-            elif command == "reset":
-                result = env.reset()
+            elif command == "call":
+                index, inner, inner_argument = argument
+                result = one(group[index], inner, inner_argument)
             elif command == "step":
-                result = env.step(argument)
-            elif command == "render":
-                result = env.render(argument)
+                result = [env.step(action) for env, action in zip(group, argument, strict=True)]
             else:
-                raise ValueError(f"unknown command {command!r}")
+                result = [one(env, command, argument) for env in group]
             connection.send(("ok", result))
         except Exception:  # noqa: BLE001
             connection.send(("error", traceback.format_exc()))
+
+
+def default_num_workers(num_envs: int) -> int:
+    """One worker per environment, at most one per CPU core of this machine."""
+    return max(1, min(num_envs, os.cpu_count() or 1))
 
 
 class EnvWorkerError(RuntimeError):
@@ -91,27 +114,38 @@ class EnvWorkerError(RuntimeError):
 
 
 class EnvPool:
-    """N environments, each in its own worker process, stepped in parallel."""
+    """N environments in worker processes, stepped in parallel (each worker steps its own
+    group of environments in order)."""
 
-    def __init__(self, make_kwargs: Sequence[dict[str, Any]],
+    def __init__(self, make_kwargs: Sequence[dict[str, Any]], num_workers: int | None = None,
                  worker_env: Sequence[dict[str, str]] | None = None):
         """Starts the workers and returns at once: they build their environments in the
         background (several pools start side by side); the first use waits for them and
         raises EnvWorkerError if one failed.
 
+        num_workers: processes (default: one per environment, at most one per CPU core of
+            this machine): environment i lives in worker i * num_workers // N, so the
+            workers hold contiguous groups of (nearly) equal size. More workers than cores
+            only add process switches and messages.
         worker_env: per worker, environment variables added to this process's (e.g.
-        `rendering.worker_render_env`'s EGL device).
+            `rendering.worker_render_env`'s EGL device).
 
         Raises:
           RenderingUnavailableError: pixels asked for and no GL backend works (checked
             here, once, so that the workers need not probe).
         """
+        count = len(make_kwargs)
+        num_workers = default_num_workers(count) if num_workers is None else num_workers
+        if not 1 <= num_workers <= count:
+            raise ValueError(f"num_workers={num_workers} must be in [1, {count}]")
         for obs_type in sorted({kwargs.get("obs_type", "pixels") for kwargs in make_kwargs}):
             dmc.use_gl_backend(obs_type)    # sets MUJOCO_GL, which the workers inherit
         path = json.dumps([os.path.abspath(entry) for entry in sys.path])
+        self._groups = [[i for i in range(count) if i * num_workers // count == worker]
+                        for worker in range(num_workers)]
         self._connections, self._processes = [], []
-        worker_env = worker_env or [{}] * len(make_kwargs)
-        for kwargs, extra_env in zip(make_kwargs, worker_env, strict=True):
+        worker_env = worker_env or [{}] * num_workers
+        for group, extra_env in zip(self._groups, worker_env, strict=True):
             parent, child = socket.socketpair()
             process = subprocess.Popen(
                 [sys.executable, "-c", _WORKER_CODE, str(child.fileno()), path],
@@ -119,9 +153,10 @@ class EnvPool:
                 env={**os.environ, **extra_env} if extra_env else None)
             child.close()
             connection = Connection(parent.detach())
-            connection.send(dict(kwargs))
+            connection.send([dict(make_kwargs[i]) for i in group])
             self._connections.append(connection)
             self._processes.append(process)
+        self._count = count
         self._pending = False
         self._specs: tuple | None = None
 
@@ -149,14 +184,21 @@ class EnvPool:
         return self._ready()[2]
 
     def __len__(self) -> int:
+        return self._count
+
+    @property
+    def num_workers(self) -> int:
         return len(self._connections)
 
-    def _send_all(self, command: str, arguments: Sequence[Any]) -> None:
+    def _send_all(self, command: str, arguments: Sequence[Any] | None) -> None:
+        """Sends each worker the command with its environments' arguments (None: none)."""
         self._ready()
-        for connection, argument in zip(self._connections, arguments, strict=True):
-            connection.send((command, argument))
+        for connection, group in zip(self._connections, self._groups):
+            connection.send((command, None if arguments is None
+                             else [arguments[i] for i in group]))
 
     def _receive_all(self) -> list[Any]:
+        """Every worker's answer: the environments' results in order (lists flattened)."""
         results, errors = [], []
         for index, connection in enumerate(self._connections):
             try:
@@ -166,18 +208,20 @@ class EnvPool:
             (results if status == "ok" else errors).append(value)
         if errors:
             raise EnvWorkerError("environment worker failed:\n" + errors[0])
+        if results and isinstance(results[0], list):
+            return [value for worker_results in results for value in worker_results]
         return results
 
     def reset(self) -> list[dm_env.TimeStep]:
         """Resets every environment; their first TimeSteps."""
-        self._send_all("reset", [None] * len(self))
+        self._send_all("reset", None)
         return self._receive_all()
 
     def step_async(self, actions: np.ndarray) -> None:
         """Starts every environment's step; actions: [N, A]. Collect with step_wait()."""
         if self._pending:
             raise RuntimeError("step_async called twice without step_wait")
-        self._send_all("step", list(np.asarray(actions)))
+        self._send_all("step", np.asarray(actions))
         self._pending = True
 
     def step_wait(self) -> list[dm_env.TimeStep]:
@@ -200,8 +244,10 @@ class EnvPool:
     def call(self, index: int, command: str, argument: Any = None) -> Any:
         """Runs one command ('reset', 'step', 'render') on environment `index` alone."""
         self._ready()
-        self._connections[index].send((command, argument))
-        status, value = self._connections[index].recv()
+        worker = next(w for w, group in enumerate(self._groups) if index in group)
+        self._connections[worker].send(("call", (self._groups[worker].index(index), command,
+                                                 argument)))
+        status, value = self._connections[worker].recv()
         if status != "ok":
             raise EnvWorkerError("environment worker failed:\n" + value)
         return value
@@ -221,4 +267,4 @@ class EnvPool:
                 process.wait()
         for connection in self._connections:
             connection.close()
-        self._connections, self._processes = [], []
+        self._connections, self._processes, self._count = [], [], 0

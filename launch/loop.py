@@ -211,15 +211,17 @@ class Run:
         if jax.process_count() > 1 and config.replay == "device":
             raise ValueError("replay='device' runs in one process for now; use replay='host' "
                              "for multi-process runs")
-        # Every environment steps in its own worker process; on a GPU host the workers
-        # take the GPUs in turn for rendering.
-        gpus = _local_gpu_count()
-        render_env = [envs.worker_render_env(i, gpus) for i in range(len(self.local_seeds))]
+        # The environments step in worker processes (one per seed, at most one per core);
+        # on a GPU host the workers take the GPUs in turn for rendering.
+        gpus, workers = _local_gpu_count(), envs.default_num_workers(len(self.local_seeds))
+        render_env = [envs.worker_render_env(i, gpus) for i in range(workers)]
         self.train_pool = envs.EnvPool(
-            [_env_kwargs(spec["task"], seed, config) for seed in self.local_seeds], render_env)
+            [_env_kwargs(spec["task"], seed, config) for seed in self.local_seeds], workers,
+            render_env)
         self.eval_pool = (envs.EnvPool(
             [_env_kwargs(spec["task"], seed + EVAL_SEED_OFFSET, config)
-             for seed in self.local_seeds], render_env) if config.num_eval_episodes else None)
+             for seed in self.local_seeds], workers, render_env)
+            if config.num_eval_episodes else None)
         self.obs_spec = self.train_pool.observation_spec
         self.action_spec = self.train_pool.action_spec
         self.agent = agents.make_from_config(spec["agent"], config, self.obs_spec,

@@ -378,6 +378,38 @@ def test_env_pool_steps_like_environments_in_this_process():
         pool.close()
 
 
+def test_env_pool_workers_step_groups_of_environments_in_order():
+    """Five environments in two workers (groups of 2 and 3) give exactly the same
+    timesteps as five environments here; call() and remake() reach the right one."""
+    kwargs = [dict(task="cartpole_swingup", seed=seed, obs_type="state", action_repeat=2)
+              for seed in range(5)]
+    pool = envs.EnvPool(kwargs, num_workers=2)
+    try:
+        assert len(pool) == 5 and pool.num_workers == 2
+        local = [envs.make(**k) for k in kwargs]
+        rng = np.random.default_rng(1)
+
+        def compare(got, want):
+            assert len(got) == len(want)
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g.observation, w.observation)
+                assert (g.step_type, g.reward) == (w.step_type, w.reward)
+
+        compare(pool.reset(), [env.reset() for env in local])
+        for _ in range(3):
+            actions = rng.uniform(-1, 1, (5, 1)).astype(np.float32)
+            compare(pool.step(actions), [env.step(a) for env, a in zip(local, actions)])
+        action = np.full((1,), 0.5, np.float32)
+        compare([pool.call(3, "step", action)], [local[3].step(action)])
+        pool.remake([{"seed": 10 + i} for i in range(5)])
+        local = [envs.make(**{**k, "seed": 10 + i}) for i, k in enumerate(kwargs)]
+        compare(pool.reset(), [env.reset() for env in local])
+    finally:
+        pool.close()
+    with pytest.raises(ValueError, match=r"num_workers=3 must be in \[1, 2\]"):
+        envs.EnvPool(kwargs[:2], num_workers=3)
+
+
 def test_env_pool_reports_a_worker_error_with_its_traceback():
     """The pool starts its workers without waiting; the first use reports the failure and
     stops the workers."""

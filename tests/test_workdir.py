@@ -128,7 +128,7 @@ def test_worker_processes_start_with_their_render_environment():
     # One GPU's worth: dm_control checks the id against this machine's EGL devices (one).
     worker_env = [envs.worker_render_env(i, 1, {}) for i in range(2)]
     pool = envs.EnvPool([dict(task="cartpole_swingup", seed=i, obs_type="state")
-                         for i in range(2)], worker_env)
+                         for i in range(2)], num_workers=2, worker_env=worker_env)
     try:
         pool.reset()
         for process, extra in zip(pool._processes, worker_env):
