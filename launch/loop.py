@@ -211,17 +211,9 @@ class Run:
         if jax.process_count() > 1 and config.replay == "device":
             raise ValueError("replay='device' runs in one process for now; use replay='host' "
                              "for multi-process runs")
-        # The environments step in worker processes (one per seed, at most one per core);
-        # on a GPU host the workers take the GPUs in turn for rendering.
-        gpus, workers = _local_gpu_count(), envs.default_num_workers(len(self.local_seeds))
-        render_env = [envs.worker_render_env(i, gpus) for i in range(workers)]
-        self.train_pool = envs.EnvPool(
-            [_env_kwargs(spec["task"], seed, config) for seed in self.local_seeds], workers,
-            render_env)
-        self.eval_pool = (envs.EnvPool(
-            [_env_kwargs(spec["task"], seed + EVAL_SEED_OFFSET, config)
-             for seed in self.local_seeds], workers, render_env)
-            if config.num_eval_episodes else None)
+        self.train_pool = self._env_pool(seed_offset=0)
+        self.eval_pool = (self._env_pool(seed_offset=EVAL_SEED_OFFSET)
+                          if config.num_eval_episodes else None)
         self.obs_spec = self.train_pool.observation_spec
         self.action_spec = self.train_pool.action_spec
         self.agent = agents.make_from_config(spec["agent"], config, self.obs_spec,
@@ -233,8 +225,30 @@ class Run:
         self.learner = Learner(self.agent, mesh, config.updates_per_call,
                                num_seeds=len(self.seeds),
                                gather=functools.partial(replay_lib.gather, layout=layout))
-        # Per seed: jax.random.split(jax.random.key(seed), 4) = init, act, update, eval keys.
-        # The last three live beside the seed's state; each step folds in the agent step.
+        self._sharding = sharding
+        self._make_keys_and_policies()
+        # replay='device': every timestep is copied once to the accelerator and batches are
+        # gathered inside the update from start indices the host draws.
+        self.device_replay = (replay_lib.DeviceReplay(self.replays, self.learner.state_sharding)
+                              if config.replay == "device" else None)
+        self.num_seed_steps = config.num_seed_frames // config.action_repeat
+        self.update_period = config.update_every_steps * config.updates_per_call
+        self.checkpointer = RunCheckpointer(os.path.join(workdir, "checkpoints"))
+
+    def _env_pool(self, seed_offset: int) -> envs.EnvPool:
+        """This process's seeds' environments (seeds + seed_offset) in worker processes, one
+        per seed and at most one per core; on a GPU host the workers take the GPUs in turn
+        for rendering."""
+        workers = envs.default_num_workers(len(self.local_seeds))
+        return envs.EnvPool(
+            [_env_kwargs(self.spec["task"], seed + seed_offset, self.config)
+             for seed in self.local_seeds], workers,
+            [envs.worker_render_env(i, _local_gpu_count()) for i in range(workers)])
+
+    def _make_keys_and_policies(self) -> None:
+        """Per seed: jax.random.split(jax.random.key(seed), 4) = init, act, update, eval
+        keys. The last three live beside the seed's state ([K] key data, sharded like it);
+        each agent step folds its number in, inside the jitted policies."""
         run_keys = jax.vmap(lambda seed: jax.random.split(jax.random.key(seed), 4))(
             jnp.asarray(self.seeds))
         self.init_keys = run_keys[:, 0]
@@ -247,20 +261,12 @@ class Run:
             return jax.vmap(jax.random.fold_in, in_axes=(0, None))(
                 jax.random.wrap_key_data(keys), step)
 
-        self._fold = jax.jit(fold, out_shardings=sharding)
-        self._act = jax.jit(lambda state, obs, keys, step: jax.vmap(self.agent.act)(
-            state, obs, fold(keys, step)), out_shardings=sharding)
         act_eval = functools.partial(self.agent.act, eval_mode=True)
+        self._fold = jax.jit(fold, out_shardings=self._sharding)
+        self._act = jax.jit(lambda state, obs, keys, step: jax.vmap(self.agent.act)(
+            state, obs, fold(keys, step)), out_shardings=self._sharding)
         self._act_eval = jax.jit(lambda state, obs, keys, step: jax.vmap(act_eval)(
-            state, obs, fold(keys, step)), out_shardings=sharding)
-        self._sharding = sharding
-        # replay='device': every timestep is copied once to the accelerator and batches are
-        # gathered inside the update from start indices the host draws.
-        self.device_replay = (replay_lib.DeviceReplay(self.replays, self.learner.state_sharding)
-                              if config.replay == "device" else None)
-        self.num_seed_steps = config.num_seed_frames // config.action_repeat
-        self.update_period = config.update_every_steps * config.updates_per_call
-        self.checkpointer = RunCheckpointer(os.path.join(workdir, "checkpoints"))
+            state, obs, fold(keys, step)), out_shardings=self._sharding)
 
     # ------------------------------------------------------------------ state
     def initial_state(self) -> agents.AgentState:

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from pixelzoo import agents
-import pixelzoo.agents.parts
 from pixelzoo import networks
-from pixelzoo.agents import losses, pessimism
+from pixelzoo.agents import losses, parts, pessimism
 from pixelzoo.launch import loop
 from pixelzoo.launch.checkpointing import RunCheckpointer
 from tests import numpy_reference as ref
@@ -100,7 +99,7 @@ def test_flare_trunk_has_no_tanh():
     preset = agents.build_config("flare")
     assert preset.feature_dim == 64 and preset.encoder == "flare"
     agent = agents.make("flare", PIXEL_SPEC, ACTION_SPEC, **TINY)
-    assert agents.parts.build_parts(agent.config, PIXEL_SPEC, 2).actor.trunk_tanh is False
+    assert parts.build_parts(agent.config, PIXEL_SPEC, 2).actor.trunk_tanh is False
     head = networks.Trunk(4, use_tanh=False)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 8)) * 10)
     p = head.init(jax.random.key(0), x)
