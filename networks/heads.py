@@ -31,10 +31,21 @@ class DeterministicActor(nn.Module):
     dense_inputs: bool = False
     trunk_tanh: bool = True
 
-    @nn.compact
+    def setup(self):
+        # Named as nn.compact would name them: the parameter layout is Trunk_0, MLP_0.
+        self.Trunk_0 = Trunk(self.feature_dim, self.trunk_tanh)
+        self.MLP_0 = MLP(self.hidden_dims, self.action_dim, self.dense_inputs)
+
     def __call__(self, h: jnp.ndarray) -> jnp.ndarray:
-        z = Trunk(self.feature_dim, self.trunk_tanh)(h)
-        return jnp.tanh(MLP(self.hidden_dims, self.action_dim, self.dense_inputs)(z))
+        return self.head(self.trunk(h))
+
+    def trunk(self, h: jnp.ndarray) -> jnp.ndarray:
+        """features [B, D] -> the low-dimensional feature z [B, feature_dim]."""
+        return self.Trunk_0(h)
+
+    def head(self, z: jnp.ndarray) -> jnp.ndarray:
+        """z [B, feature_dim] -> mu [B, A]."""
+        return jnp.tanh(self.MLP_0(z))
 
 
 class TanhGaussianActor(nn.Module):
@@ -51,10 +62,20 @@ class TanhGaussianActor(nn.Module):
     log_std_max: float = 2.0
     trunk_tanh: bool = True
 
-    @nn.compact
+    def setup(self):
+        self.Trunk_0 = Trunk(self.feature_dim, self.trunk_tanh)
+        self.MLP_0 = MLP(self.hidden_dims, 2 * self.action_dim, self.dense_inputs)
+
     def __call__(self, h: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-        z = Trunk(self.feature_dim, self.trunk_tanh)(h)
-        out = MLP(self.hidden_dims, 2 * self.action_dim, self.dense_inputs)(z)
+        return self.head(self.trunk(h))
+
+    def trunk(self, h: jnp.ndarray) -> jnp.ndarray:
+        """features [B, D] -> z [B, feature_dim]."""
+        return self.Trunk_0(h)
+
+    def head(self, z: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """z [B, feature_dim] -> (mean, log_std) [B, A] each."""
+        out = self.MLP_0(z)
         mean, log_std = jnp.split(out, 2, axis=-1)
         log_std = jnp.tanh(log_std)
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (log_std + 1)
@@ -75,9 +96,18 @@ class CriticEnsemble(nn.Module):
     dense_inputs: bool = False
     trunk_tanh: bool = True
 
-    @nn.compact
+    def setup(self):
+        self.Trunk_0 = Trunk(self.feature_dim, self.trunk_tanh)
+        self.q_heads = MLP(self.hidden_dims, 1, self.dense_inputs,
+                           ensemble_size=self.num_critics)
+
     def __call__(self, h: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
-        z = jnp.concatenate([Trunk(self.feature_dim, self.trunk_tanh)(h), action], axis=-1)
-        q = MLP(self.hidden_dims, 1, self.dense_inputs, ensemble_size=self.num_critics,
-                name="q_heads")(z)
-        return q[..., 0]
+        return self.head(self.trunk(h), action)
+
+    def trunk(self, h: jnp.ndarray) -> jnp.ndarray:
+        """features [B, D] -> z [B, feature_dim]."""
+        return self.Trunk_0(h)
+
+    def head(self, z: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
+        """(z [B, feature_dim], action [B, A]) -> Q [N, B]."""
+        return self.q_heads(jnp.concatenate([z, action], axis=-1))[..., 0]
