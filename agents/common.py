@@ -38,6 +38,22 @@ class AgentState:
 
 
 @dataclasses.dataclass(frozen=True)
+class SeerParts:
+    """What SEER (stored embeddings) needs of an agent (docs/algorithms.md, SEER).
+
+    latent_spec: one stored observation, float32 [m copies, 2F] (critic's z, actor's z).
+    encode_latents(state, obs [B, ...], key) -> [B, m, 2F] with m independent shifts.
+    freeze(state) -> state: the target critic set to the critic.
+    update_latent(state, batch of latents, key) -> (state, metrics): heads only.
+    """
+
+    latent_spec: specs.Array
+    encode_latents: Callable[[AgentState, jnp.ndarray, jax.Array], jnp.ndarray]
+    freeze: Callable[[AgentState], AgentState]
+    update_latent: Callable[[AgentState, Batch, jax.Array], tuple[AgentState, Metrics]]
+
+
+@dataclasses.dataclass(frozen=True)
 class Agent:
     """A configured agent: pure functions over `AgentState`.
 
@@ -53,6 +69,7 @@ class Agent:
     init: Callable[[jax.Array], AgentState]
     act: Callable[..., jnp.ndarray]
     update: Callable[[AgentState, Batch, jax.Array], tuple[AgentState, Metrics]]
+    seer: SeerParts | None = None    # the SEER functions, on bases that support them
 
     @property
     def action_dim(self) -> int:

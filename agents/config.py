@@ -83,6 +83,11 @@ class Config:
     # for t < optimism_decay_steps agent steps (optimism_shift <= 0; 0 turns it off).
     optimism_shift: float = 0.0
     optimism_decay_steps: int = 1
+    # SEER (stored embeddings): at seer_freeze_frames (0 = never) everything up to the
+    # low-dimensional feature freezes, the replay becomes one of stored latents
+    # (seer_num_copies randomly shifted copies per observation), and updates train the heads.
+    seer_freeze_frames: int = 0
+    seer_num_copies: int = 4
     # Replay and schedule (frames are env steps before action repeat).
     replay_capacity: int = 1_000_000    # transitions
     replay: str = "host"                # host, or device: frames mirrored on the accelerator,
@@ -146,6 +151,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         nstep=1, update_every_steps=1, actor_update_every=2, target_update_every=2,
         replay_capacity=100_000, num_seed_frames=1000 * 2, action_repeat=2,
     ),
+    # SEER: DrQ-v2 whose encoder and trunks freeze at the authors' DMC freeze point
+    # (10k agent steps at action repeat 8 = 80k frames) and train on stored latents.
+    "seer": dict(seer_freeze_frames=80_000, seer_num_copies=4),
 }
 
 # DrQ-v2 exploration schedule per task group, in agent steps (docs/algorithms.md, DrQ-v2).
@@ -211,9 +219,10 @@ def validate(config: Config) -> list[str]:
                  "target_update_every",
                  "num_critics", "mlp_depth", "replay_capacity", "num_target_augs",
                  "num_q_augs", "eval_every_frames", "checkpoint_every_frames",
-                 "log_every_frames", "stddev_steps"):
+                 "log_every_frames", "stddev_steps", "seer_num_copies"):
         at_least(name, 1)
     for name in ("num_seed_frames", "num_eval_episodes", "stddev_final", "stddev_clip",
+                 "seer_freeze_frames",
                  "lix_max_shift", "optimism_decay_steps"):
         at_least(name, 0)
     for name in ("lr", "init_temperature", "stddev_init", "lix_lr", "gpl_beta_lr"):
@@ -257,6 +266,12 @@ def validate(config: Config) -> list[str]:
                       "its own encoder copy); the ddpg base (DrQ-v2) encodes next_obs with the "
                       "online encoder and has no target encoder: use base='sac' or "
                       "target_encoder=False")
+    if config.seer_freeze_frames and config.obs_type != "pixels":
+        errors.append("seer_freeze_frames freezes a pixel encoder; state observations have "
+                      "none to freeze (use obs_type='pixels' or seer_freeze_frames=0)")
+    if config.seer_freeze_frames and config.base != "ddpg":
+        errors.append("seer_freeze_frames is implemented on the ddpg base (DrQ-v2 and its "
+                      "parts) for now; base='sac' (DrQ) with SEER is not available yet")
     if config.encoder == "flare" and config.frame_stack < 2:
         errors.append("encoder='flare' needs frame_stack >= 2 (it encodes frame differences)")
     return errors

@@ -15,6 +15,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from pixelzoo.networks import LixContext
@@ -228,3 +229,45 @@ def drq_actor_and_temperature_loss(nets, actor_and_alpha: dict, critic_params,
     actor_loss = soft_actor_loss(value_fn(q), log_prob, jnp.exp(log_alpha))
     alpha_loss = temperature_loss(log_alpha, log_prob, target_entropy)
     return actor_loss + alpha_loss, (actor_loss, alpha_loss, -jnp.mean(log_prob))
+
+
+# ----------------------------------------------------------------------------- SEER
+def seer_latent_capacity(replay_capacity: int, frame_bytes: int, latent_dim: int,
+                         num_copies: int, total_steps: int) -> int:
+    """SEER's latent replay capacity c' = min(total_steps, floor(C * p / (l * 4 * 2 * m))):
+    the memory of C stored frames of p bytes (3 * H * W) holds that many timesteps of
+    m copies of two float32 latents of dimension l (critic's and actor's), capped by the
+    run's agent steps (it never needs more)."""
+    return min(total_steps,
+               int(np.floor(replay_capacity * frame_bytes / (latent_dim * 4 * 2 * num_copies))))
+
+
+def drqv2_latent_td_target(nets, actor_params, target_critic_params,
+                           next_critic_z: jnp.ndarray, next_actor_z: jnp.ndarray,
+                           reward: jnp.ndarray, discount: jnp.ndarray, stddev: jnp.ndarray,
+                           stddev_clip: float, key: jax.Array, value_fn: ValueFn
+                           ) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """`drqv2_td_target` on stored latents (SEER): the actor's and the target critic's
+    heads on next_obs's frozen trunk outputs z' [B, F]. Returns (y [B], Q' [N, B])."""
+    next_mean = nets.actor.apply(actor_params, next_actor_z, method="head")
+    next_action = clipped_noise_action(next_mean, stddev, stddev_clip, key)
+    next_q = nets.critic.apply(target_critic_params, next_critic_z, next_action, method="head")
+    return bootstrapped_target(reward, discount, value_fn(next_q)), next_q
+
+
+def drqv2_latent_critic_loss(nets, critic_params, critic_z: jnp.ndarray, action: jnp.ndarray,
+                             target: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """`drqv2_critic_loss` on stored latents: the critic heads on obs's frozen critic trunk
+    output z [B, F]. Returns (loss, Q [N, B])."""
+    q = nets.critic.apply(critic_params, critic_z, action, method="head")
+    return ensemble_mse(q, target), q
+
+
+def drqv2_latent_actor_loss(nets, actor_params, critic_params, actor_z: jnp.ndarray,
+                            critic_z: jnp.ndarray, stddev: jnp.ndarray, stddev_clip: float,
+                            key: jax.Array, value_fn: ValueFn) -> jnp.ndarray:
+    """`drqv2_actor_loss` on stored latents: -mean V(z, mu(z_actor) + clipped noise)."""
+    mean = nets.actor.apply(actor_params, actor_z, method="head")
+    action = clipped_noise_action(mean, stddev, stddev_clip, key)
+    q = nets.critic.apply(critic_params, critic_z, action, method="head")
+    return deterministic_actor_loss(value_fn(q))

@@ -133,14 +133,14 @@ def time_loop(config) -> dict:
         try:
             state = run.initial_state()
             episode, metrics = loop._Episode(run), loop.MetricsWindow()
-            timesteps = episode.start(run.train_pool.reset())
+            timesteps = episode.start(run.train_pool.reset(), state)
             step = 0
 
             def steps(count: int, timer=None):
                 nonlocal state, timesteps, step
                 for _ in range(count):
                     if episode.ended(timesteps):
-                        timesteps = episode.start(run.train_pool.reset())
+                        timesteps = episode.start(run.train_pool.reset(), state)
                     state, timesteps = loop.agent_step(run, state, step, timesteps, episode,
                                                        metrics, timer)
                     step += 1

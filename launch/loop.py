@@ -25,6 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from pixelzoo import agents
 from pixelzoo import envs
 from pixelzoo import replay as replay_lib
+from pixelzoo.agents import losses
 from pixelzoo.agents.common import METRIC_GATES, mean_over_updates
 from pixelzoo.agents.config import Config
 from pixelzoo.agents.learner import SEED_AXIS, Learner, make_seed_mesh
@@ -49,16 +50,19 @@ class LoopState:
     """The loop's counters: exactly what a checkpoint stores of the loop (its `loop` item).
 
     step: agent steps done by every seed; episode: training episodes finished; total_time:
-    seconds spent training, summed over every launch of the run."""
+    seconds spent training, summed over every launch of the run; latent_capacity: 0 until
+    SEER's freeze, then the capacity of the latent replays that replaced the pixel ones."""
 
     step: int = 0
     episode: int = 0
     total_time: float = 0.0
+    latent_capacity: int = 0    # SEER: 0 before the freeze, then the latent replay's size
 
     @classmethod
     def from_dict(cls, values: dict) -> "LoopState":
         """From a checkpoint's dict (keys of older versions, e.g. next_eval_frame, ignored)."""
-        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)
+                      if f.name in values})
 
 
 def due(every_frames: int, previous_frame: int, frame: int) -> bool:
@@ -152,8 +156,14 @@ def _per_seed_means(rows: list[dict[str, np.ndarray]]) -> list[dict[str, float]]
     (no update ran its step) is left out."""
     if not rows:
         return []
-    stacked = {name: np.stack([row[name] for row in rows]) for name in rows[0]}  # [T, K]
-    means = mean_over_updates(stacked, xp=np)
+    names = sorted({name for row in rows for name in row})   # an update may log fewer
+    means = {}
+    for name in names:        # each metric over the updates that logged it ([T, K] each)
+        with_it = [row for row in rows if name in row]
+        gate = METRIC_GATES.get(name)
+        stacked = {key: np.stack([row[key] for row in with_it])
+                   for key in ([name, gate] if gate in with_it[0] else [name])}
+        means[name] = mean_over_updates(stacked, xp=np)[name]
     num_lanes = next(iter(means.values())).shape[0]
     return [{name: float(values[lane]) for name, values in means.items()
              if np.isfinite(values[lane])} for lane in range(num_lanes)]
@@ -208,9 +218,9 @@ class Run:
         # This process's seeds: those whose devices it holds (all of them in one process).
         self.local = processes.local_seed_indices(sharding, len(self.seeds))
         self.local_seeds = [self.seeds[index] for index in self.local]
-        if jax.process_count() > 1 and config.replay == "device":
-            raise ValueError("replay='device' runs in one process for now; use replay='host' "
-                             "for multi-process runs")
+        if jax.process_count() > 1 and (config.replay == "device" or config.seer_freeze_frames):
+            raise ValueError("replay='device' and SEER run in one process for now; use "
+                             "replay='host' and seer_freeze_frames=0 for multi-process runs")
         self.train_pool = self._env_pool(seed_offset=0)
         self.eval_pool = (self._env_pool(seed_offset=EVAL_SEED_OFFSET)
                           if config.num_eval_episodes else None)
@@ -231,6 +241,9 @@ class Run:
         # gathered inside the update from start indices the host draws.
         self.device_replay = (replay_lib.DeviceReplay(self.replays, self.learner.state_sharding)
                               if config.replay == "device" else None)
+        self.latent_learner = None   # SEER: the heads-only update, from the freeze on
+        if config.seer_freeze_frames:
+            self._make_seer_functions()
         self.num_seed_steps = config.num_seed_frames // config.action_repeat
         self.update_period = config.update_every_steps * config.updates_per_call
         self.checkpointer = RunCheckpointer(os.path.join(workdir, "checkpoints"))
@@ -303,10 +316,15 @@ class Run:
         _, agent_state, replay_state, loop_values = restored
         if not self.multi_seed:
             agent_state = jax.tree.map(lambda x: np.asarray(x)[None], agent_state)
+        loop = LoopState.from_dict(loop_values)
+        if loop.latent_capacity:     # frozen by SEER: the checkpoint holds latent replays
+            self._use_latents([ReplayBuffer(
+                self.agent.seer.latent_spec, self.action_spec, loop.latent_capacity,
+                nstep=self.config.nstep, discount=self.config.discount)
+                for _ in self.local_seeds])
         for seed, replay in zip(self.local_seeds, self.replays):
             replay.load_state_dict(replay_state[f"seed_{seed}"] if self.multi_seed
                                    else replay_state)
-        loop = LoopState.from_dict(loop_values)
         self.train_pool.remake([{"seed": _env_seed(seed, loop.episode)}
                                 for seed in self.local_seeds])
         return self.learner.put_state(agent_state), loop
@@ -363,18 +381,88 @@ class Run:
     def update(self, state: agents.AgentState, device_batches, step: int):
         """U updates per seed, dispatched (not waited for): (new state, metrics [K])."""
         keys = self._fold(self.update_keys, step)
+        learner = self.latent_learner or self.learner
         if self.device_replay is not None:
-            return self.learner.update_from_replay(state, self.device_replay.arrays,
-                                                   device_batches, keys)
-        return self.learner.update(state, device_batches, keys)
+            return learner.update_from_replay(state, self.device_replay.arrays,
+                                              device_batches, keys)
+        return learner.update(state, device_batches, keys)
 
-    def store(self, timesteps: list, actions: np.ndarray | None = None) -> None:
-        """Adds each seed's timestep (and the action that led to it) to its replay."""
+    def store(self, timesteps: list, actions: np.ndarray | None = None,
+              state: agents.AgentState | None = None) -> None:
+        """Adds each seed's timestep (and the action that led to it) to its replay; after
+        SEER's freeze, as its latents (encoded with `state`'s frozen layers)."""
+        if self.latent_learner is not None:
+            timesteps = self._as_latents(state, timesteps)
         for index, (replay, timestep) in enumerate(zip(self.replays, timesteps)):
             if actions is None:
                 replay.add(timestep)
             else:
                 replay.add(timestep, actions[index])
+
+    # ------------------------------------------------------------------ SEER
+    def freeze_due(self, loop: LoopState, frame: int) -> bool:
+        return (self.config.seer_freeze_frames > 0 and not loop.latent_capacity
+                and frame >= self.config.seer_freeze_frames)
+
+    def freeze(self, state: agents.AgentState, loop: LoopState) -> agents.AgentState:
+        """SEER's freeze (docs/algorithms.md, SEER): the target critic becomes the critic,
+        every seed's replay is converted into a latent replay (`replay.to_latent_replay`,
+        each timestep's m shifted copies through the frozen layers), and the updates from
+        now on are `agent.seer.update_latent`. Sets loop.latent_capacity."""
+        seer, config = self.agent.seer, self.config
+        state = jax.jit(jax.vmap(seer.freeze))(state)
+        height, width = self.obs_spec.shape[:2]
+        capacity = losses.seer_latent_capacity(
+            config.replay_capacity, 3 * height * width, config.feature_dim,
+            seer.latent_spec.shape[0], total_steps=self.spec["num_frames"] // config.action_repeat)
+        capacity = max(capacity, config.replay_capacity)   # never below what it holds
+        latents = []
+        for index, replay in zip(self.local, self.replays):
+            one_seed = jax.tree.map(lambda x: x[index], state)
+            key = self._seer_keys[index]
+            latents.append(replay_lib.to_latent_replay(
+                replay, seer.latent_spec, capacity,
+                lambda obs, latent_indices: np.asarray(self._encode_one_seed(
+                    one_seed, obs, key, jnp.asarray(latent_indices)))))
+        self._use_latents(latents)
+        loop.latent_capacity = capacity
+        return state
+
+    def _use_latents(self, replays: list[ReplayBuffer]) -> None:
+        """From now on: these latent replays, and the heads-only update on their batches."""
+        seer = self.agent.seer
+        self.replays = replays
+        self.latent_learner = Learner(
+            dataclasses.replace(self.agent, update=seer.update_latent,
+                                obs_spec=seer.latent_spec),
+            self.learner.mesh, self.config.updates_per_call, num_seeds=len(self.seeds),
+            gather=functools.partial(replay_lib.gather,
+                                     layout=replay_lib.layout_of(replays[0])))
+        if self.device_replay is not None:
+            self.device_replay = replay_lib.DeviceReplay(replays, self.learner.state_sharding)
+
+    def _as_latents(self, state: agents.AgentState, timesteps: list) -> list:
+        """Each seed's timestep with its observation replaced by its stored latents, with
+        the shifts of its index in the latent replay (the same rule as the conversion)."""
+        observations = np.stack([t.observation for t in timesteps])
+        index = jnp.asarray([self.replays[0].num_added])
+        latents = self._encode_seeds(state, observations[:, None], self._seer_keys, index)
+        return [t._replace(observation=np.asarray(z[0])) for t, z in zip(timesteps, latents)]
+
+    def _make_seer_functions(self) -> None:
+        """Jitted SEER encoders: one seed's timesteps [N, ...] at latent indices [N] (the
+        conversion), and every seed's one new timestep (after the freeze). The shifts of
+        latent index i of seed k come from fold_in(fold_in(key(seed), 5), i)."""
+        self._seer_keys = jax.vmap(lambda seed: jax.random.fold_in(jax.random.key(seed), 5))(
+            jnp.asarray(self.seeds))
+        encode = self.agent.seer.encode_latents
+
+        def one_seed(state, obs, key, latent_indices):
+            return jax.vmap(lambda o, i: encode(state, o[None], jax.random.fold_in(key, i))[0])(
+                obs, latent_indices)
+
+        self._encode_one_seed = jax.jit(one_seed)
+        self._encode_seeds = jax.jit(jax.vmap(one_seed, in_axes=(0, 0, 0, None)))
 
     def close(self) -> None:
         self.checkpointer.close()
@@ -496,7 +584,7 @@ def _run_loop(run: Run, logs: RunLogs, state: agents.AgentState, loop: LoopState
     time_before = loop.total_time
     previous_frame = -1 if resumed_frame is None else resumed_frame
     episode = _Episode(run)
-    timesteps = episode.start(run.train_pool.reset())
+    timesteps = episode.start(run.train_pool.reset(), state)
     # With several processes the stop request is agreed on (a collective) every so often.
     stop_check_period = 1 if jax.process_count() == 1 else 16
 
@@ -512,7 +600,7 @@ def _run_loop(run: Run, logs: RunLogs, state: agents.AgentState, loop: LoopState
             loop.episode += 1
             logs.episode(episode.rows(loop, frame), metrics.episode_means()
                          or [{} for _ in run.seeds])
-            timesteps = episode.start(run.train_pool.reset())
+            timesteps = episode.start(run.train_pool.reset(), state)
         if config.num_eval_episodes and (due(config.eval_every_frames, previous_frame, frame)
                                          or frame >= num_frames):
             logs.evaluation(_evaluate(run, state, loop, frame))
@@ -531,6 +619,10 @@ def _run_loop(run: Run, logs: RunLogs, state: agents.AgentState, loop: LoopState
                                           frame):
             save(frame)
         previous_frame = frame
+        if run.freeze_due(loop, frame):
+            state = run.freeze(state, loop)
+            logs.progress.show(f"SEER: froze the encoder and trunks at frame {frame:,}; "
+                               f"latent replay of {loop.latent_capacity:,} timesteps")
 
         state, timesteps = agent_step(run, state, loop.step, timesteps, episode, metrics)
         loop.step += 1
@@ -576,7 +668,7 @@ def agent_step(run: Run, state: agents.AgentState, step: int, timesteps: list,
     with part("env_ipc"):
         timesteps = run.train_pool.step_wait()
     with part("replay_add"):
-        run.store(timesteps, actions)
+        run.store(timesteps, actions, state)
         episode.record(timesteps)
     return state, timesteps
 
@@ -587,8 +679,8 @@ class _Episode:
     def __init__(self, run: Run):
         self.run = run
 
-    def start(self, timesteps: list) -> list:
-        self.run.store(timesteps)
+    def start(self, timesteps: list, state: agents.AgentState | None = None) -> list:
+        self.run.store(timesteps, state=state)
         self.returns = np.zeros(len(self.run.local_seeds))   # this process's seeds
         self.length, self.start_time = 0, time.monotonic()
         return timesteps

@@ -281,6 +281,16 @@ class ReplayBuffer:
                      action=self._actions[(starts + 1) % self._capacity],
                      reward=reward, discount=discount, next_obs=self._stack(ends))
 
+    def observations(self, indices: np.ndarray) -> np.ndarray:
+        """The (stacked) observations [N, *obs_shape] of stored timesteps (global indices
+        [N]), frames oldest first."""
+        return self._stack(np.asarray(indices, np.int64))
+
+    @property
+    def episode_open(self) -> bool:
+        """Whether the last timestep added did not end its episode."""
+        return self._episode_open
+
     def _stack(self, indices: np.ndarray) -> np.ndarray:
         """Observations [B, *obs_shape] of timesteps [B], frames oldest first."""
         if not self._pixels:
