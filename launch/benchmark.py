@@ -23,6 +23,11 @@ Prints a table, then one JSON line:
   update; its compute overlaps what follows until act needs the new state), replay_add,
   and other (the rest: the loop's Python).
 - replay_bytes_per_transition: ReplayBuffer.nbytes / capacity at this image size.
+- With --agent=seer (or --seer_num_copies and a ddpg-base preset), after SEER's freeze:
+  seer_update_ms (the heads-only update on synthetic latent batches, timed as update_ms)
+  and its ratio to update_ms, seer_replay_bytes_per_transition (a latent replay's
+  nbytes / capacity) and its ratio to the frames', and the loop figures again with the
+  run frozen (loop_* after the freeze: the Run is frozen after its warm-up).
 - num_devices, device_kind: the devices the update is split over.
 """
 import json
@@ -50,7 +55,10 @@ flags.DEFINE_integer("feature_dim", None, "Trunk feature width (default: the pre
 flags.DEFINE_integer("updates_per_call", 1, "Updates fused into one jitted call.")
 flags.DEFINE_integer("num_devices", None, "Devices to train on (default: all).")
 flags.DEFINE_integer("num_seeds", 1, "Seeds of the loop timing (K).")
-flags.DEFINE_list("parts", ["update", "env", "loop"], "What to time: update, env, loop.")
+flags.DEFINE_list("parts", ["update", "env", "loop"],
+                  "What to time: update, env, loop, and seer (the update and replay after "
+                  "SEER's freeze, and the loop frozen).")
+flags.DEFINE_integer("seer_num_copies", 4, "SEER: stored copies per observation.")
 flags.DEFINE_integer("warmup", 2, "Untimed update calls (the first compiles).")
 flags.DEFINE_integer("repeats", 5, "Timed update calls.")
 flags.DEFINE_integer("env_steps", 250, "Agent steps of the environment timing.")
@@ -59,6 +67,7 @@ flags.DEFINE_integer("loop_steps", 500, "Agent steps of the training-loop timing
 
 def _config_overrides() -> dict:
     overrides = dict(obs_type=FLAGS.obs_type, batch_size=FLAGS.batch_size,
+                     seer_num_copies=FLAGS.seer_num_copies,
                      image_size=FLAGS.image_size, frame_stack=FLAGS.frame_stack,
                      action_repeat=FLAGS.action_repeat, updates_per_call=FLAGS.updates_per_call,
                      replay_capacity=max(FLAGS.batch_size * FLAGS.updates_per_call, 10_000),
@@ -81,7 +90,7 @@ def _synthetic_batches(rng, obs_spec, action_dim: int, leading: tuple[int, ...])
                  np.full(leading, 0.99 ** 3, np.float32), obs())
 
 
-def time_update(agent, num_devices: int | None) -> dict:
+def time_update(agent, num_devices: int | None, init=None) -> dict:
     """update_ms: one fused update call of one seed on synthetic batches."""
     import jax
     import numpy as np
@@ -90,7 +99,7 @@ def time_update(agent, num_devices: int | None) -> dict:
     rng = np.random.default_rng(0)
     batches = [learner.put_batch(_synthetic_batches(rng, agent.obs_spec, agent.action_dim,
                                                     (calls, batch_size))) for _ in range(2)]
-    state = learner.put_state(agent.init(jax.random.key(0)))
+    state = learner.put_state((init or agent.init)(jax.random.key(0)))
     for i in range(FLAGS.warmup):
         state, metrics = learner.update(state, batches[i % 2], jax.random.key(i))
         jax.block_until_ready(metrics)
@@ -122,7 +131,17 @@ def time_env(env) -> dict:
                                       / (time.perf_counter() - start), 1)}
 
 
-def time_loop(config) -> dict:
+def time_seer_update(agent, num_devices: int | None) -> dict:
+    """seer_update_ms: one heads-only update call on synthetic latent batches."""
+    import dataclasses
+    latent_agent = dataclasses.replace(agent, update=agent.seer.update_latent,
+                                       obs_spec=agent.seer.latent_spec)
+    result = time_update(latent_agent, num_devices, init=lambda key: agent.seer.freeze(
+        agent.init(key)))
+    return {"seer_update_ms": result["update_ms"]}
+
+
+def time_loop(config, freeze: bool = False) -> dict:
     """loop_ms_per_step and its parts: launch.loop.agent_step on a real Run."""
     import jax
     from pixelzoo.launch import loop
@@ -147,6 +166,9 @@ def time_loop(config) -> dict:
 
             # Seed steps, then enough steps to compile act and the update.
             steps(run.num_seed_steps + 2 * run.update_period + 2)
+            if freeze:               # SEER: convert the replay, compile the frozen path
+                state = run.freeze(state, loop.LoopState(step=step))
+                steps(2 * run.update_period + 2)
             jax.block_until_ready(state)
             metrics.fetch()
             timer = loop.PartTimer()
@@ -201,6 +223,18 @@ def main(argv: list[str]) -> None:
         result.update(time_env(env))
     if "loop" in FLAGS.parts:
         result.update(time_loop(config))
+    if "seer" in FLAGS.parts:
+        if agent.seer is None:
+            sys.exit(f"error: --parts=seer needs a ddpg-base agent, not {FLAGS.agent!r}")
+        result.update(time_seer_update(agent, FLAGS.num_devices))
+        if "update_ms" in result:
+            result["seer_update_ratio"] = round(result["seer_update_ms"] / result["update_ms"], 4)
+        capacity = 1000
+        result["seer_replay_bytes_per_transition"] = ReplayBuffer(
+            agent.seer.latent_spec, env.action_spec(), capacity=capacity).nbytes / capacity
+        frozen = time_loop(config.replace(seer_freeze_frames=10**9), freeze=True)
+        result.update({f"frozen_{name}": value for name, value in frozen.items()
+                       if name.startswith("loop_")})
     capacity = 1000
     result["replay_bytes_per_transition"] = ReplayBuffer(
         env.observation_spec(), env.action_spec(), capacity=capacity).nbytes / capacity

@@ -415,7 +415,6 @@ class Run:
         capacity = losses.seer_latent_capacity(
             config.replay_capacity, 3 * height * width, config.feature_dim,
             seer.latent_spec.shape[0], total_steps=self.spec["num_frames"] // config.action_repeat)
-        capacity = max(capacity, config.replay_capacity)   # never below what it holds
         latents = []
         for index, replay in zip(self.local, self.replays):
             one_seed = jax.tree.map(lambda x: x[index], state)

@@ -264,3 +264,35 @@ def test_a_sigkill_right_after_the_freeze_resumes_frozen(tmp_path):
     assert code == 0, stderr[-3000:]
     assert f"resumed from checkpoint at frame {complete:,}" in stdout
     assert "SEER: froze" not in stdout          # resumed frozen, not frozen again
+
+
+@pytest.mark.slow(25)
+@pytest.mark.parametrize("preset, overrides", [
+    ("flare", {}), ("alix", {}), ("gpl", dict(num_critics=3)), ("d2rl", {}),
+    ("alix", dict(encoder="flare", critic="gpl", num_critics=3, mlp="d2rl"))])
+def test_seer_composes_with_every_ddpg_preset(preset, overrides):
+    """Each part's frozen layers stay bit-identical and its heads train on stored latents;
+    without augmentation (A-LIX) one copy is stored."""
+    agent = agents.make(preset, PIXEL_SPEC, ACTION_SPEC,
+                        **{**SMALL, "feature_dim": 8, **overrides})
+    copies = 1 if agent.config.aug == "none" else COPIES
+    assert agent.seer.latent_spec.shape == (copies, 16)
+    state = agent.seer.freeze(agent.init(jax.random.key(0)))
+    rng = np.random.default_rng(0)
+    obs = rng.integers(0, 256, (BATCH, *PIXEL_SPEC.shape), dtype=np.uint8)
+    latents = np.asarray(jax.jit(agent.seer.encode_latents)(state, obs, jax.random.key(1)))
+    batch = replay.Batch(latents, rng.uniform(-1, 1, (BATCH, ACTION_DIM)).astype(np.float32),
+                         rng.random(BATCH).astype(np.float32), np.full(BATCH, 0.97, np.float32),
+                         latents[::-1].copy())
+    update = jax.jit(agent.seer.update_latent)
+    new, metrics = update(state, batch, jax.random.key(2))
+    new, metrics = update(new, batch, jax.random.key(3))
+    for a, b in zip(jax.tree.leaves(_frozen_parts(new)), jax.tree.leaves(_frozen_parts(state))):
+        np.testing.assert_array_equal(a, b)
+    heads = lambda s: jax.tree.leaves(s.params["critic"]["params"]["q_heads"])
+    assert not all(np.array_equal(a, b) for a, b in zip(heads(new), heads(state)))
+    assert all(np.isfinite(float(v)) for k, v in metrics.items() if k != "actor_loss")
+    if agent.config.lix:
+        assert float(new.params["lix_p"]) == float(state.params["lix_p"])
+    if agent.config.critic == "gpl":
+        assert float(new.params["beta"]) != float(state.params["beta"])
