@@ -198,9 +198,9 @@ def main(argv: list[str]) -> None:
                  f"{', '.join(agents.names())}")
     if FLAGS.task not in envs.names():
         sys.exit(f"error: unknown task {FLAGS.task!r}; choose one of: {', '.join(envs.names())}")
-    unknown = set(FLAGS.parts) - {"update", "env", "loop"}
+    unknown = set(FLAGS.parts) - {"update", "env", "loop", "seer"}
     if unknown:
-        sys.exit(f"error: unknown --parts {sorted(unknown)}; choose from update, env, loop")
+        sys.exit(f"error: unknown --parts {sorted(unknown)}; choose from update, env, loop, seer")
     if FLAGS.obs_type == "pixels":
         envs.ensure_gl_backend()  # before JAX starts its threads (the probe forks)
     from pixelzoo.replay import ReplayBuffer
