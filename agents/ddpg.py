@@ -93,6 +93,19 @@ def make_ddpg(name: str, config: Config, obs_spec: specs.Array,
             (state.params["actor"], state.opt_states["actor"]), gate="actor_updated")
         return actor, opt_state, metrics
 
+    def pessimism_step(state: common.AgentState, params: dict, opt_states: dict, q, target,
+                       next_q, metrics: dict) -> losses.ValueFn:
+        """GPL's beta step after the critic step (`pessimism.gpl_step`, updating params,
+        opt_states and metrics in place); returns the actor's value function (twin: the
+        minimum; GPL: the penalised mean with beta_pi)."""
+        if config.critic != "gpl":
+            return pessimism.value_fn(config)
+        beta_pi, gpl_metrics = pessimism.gpl_step(config, params, opt_states, q, target,
+                                                  common.agent_step(config, state.update_step))
+        metrics.update(gpl_metrics,
+                       uncertainty_mean=jnp.mean(losses.ensemble_uncertainty(next_q)))
+        return pessimism.value_fn(config, beta_pi)
+
     def update(state: common.AgentState, batch: Batch,
                key: jax.Array) -> tuple[common.AgentState, common.Metrics]:
         common.check_batch(batch, obs_spec, action_dim)
@@ -109,14 +122,7 @@ def make_ddpg(name: str, config: Config, obs_spec: specs.Array,
             next_lix)
         params, opt_states, features, q, metrics = critic_step(state, obs, batch.action,
                                                                target, obs_lix)
-        actor_value_fn = pessimism.value_fn(config)
-        if config.critic == "gpl":
-            beta_pi, gpl_metrics = pessimism.gpl_step(
-                config, params, opt_states, q, target,
-                common.agent_step(config, state.update_step))
-            actor_value_fn = pessimism.value_fn(config, beta_pi)
-            metrics.update(gpl_metrics,
-                           uncertainty_mean=jnp.mean(losses.ensemble_uncertainty(next_q)))
+        actor_value_fn = pessimism_step(state, params, opt_states, q, target, next_q, metrics)
         # The actor sees the pre-update encoder's features, gradient stopped (official).
         params["actor"], opt_states["actor"], actor_metrics = actor_step(
             state, params["critic"], sg(features), std, actor_value_fn, key_actor)
@@ -195,14 +201,7 @@ def make_ddpg(name: str, config: Config, obs_spec: specs.Array,
         if config.lix:    # P stops being learned: no encoder gradient reaches it any more
             metrics.update(lix_p=params["lix_p"],
                            lix_max_shift=config.lix_max_shift * params["lix_p"])
-        actor_value_fn = pessimism.value_fn(config)
-        if config.critic == "gpl":
-            beta_pi, gpl_metrics = pessimism.gpl_step(
-                config, params, opt_states, q, target,
-                common.agent_step(config, state.update_step))
-            actor_value_fn = pessimism.value_fn(config, beta_pi)
-            metrics.update(gpl_metrics,
-                           uncertainty_mean=jnp.mean(losses.ensemble_uncertainty(next_q)))
+        actor_value_fn = pessimism_step(state, params, opt_states, q, target, next_q, metrics)
 
         def step():
             loss, grads = jax.value_and_grad(losses.drqv2_latent_actor_loss, argnums=1)(
