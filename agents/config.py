@@ -269,9 +269,6 @@ def validate(config: Config) -> list[str]:
     if config.seer_freeze_frames and config.obs_type != "pixels":
         errors.append("seer_freeze_frames freezes a pixel encoder; state observations have "
                       "none to freeze (use obs_type='pixels' or seer_freeze_frames=0)")
-    if config.seer_freeze_frames and config.base != "ddpg":
-        errors.append("seer_freeze_frames is implemented on the ddpg base (DrQ-v2 and its "
-                      "parts) for now; base='sac' (DrQ) with SEER is not available yet")
     if config.encoder == "flare" and config.frame_stack < 2:
         errors.append("encoder='flare' needs frame_stack >= 2 (it encodes frame differences)")
     return errors

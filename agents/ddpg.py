@@ -5,10 +5,9 @@ parts (A-LIX layers and their P, GPL critics, Flare encoder, D2RL MLPs).
 The losses are the pure functions of agents/losses.py; `update` is their sequence."""
 import jax
 import jax.numpy as jnp
-import numpy as np
 from dm_env import specs
 
-from pixelzoo.agents import common, losses, pessimism
+from pixelzoo.agents import common, losses, pessimism, seer
 from pixelzoo.agents.augment import random_shift
 from pixelzoo.agents.config import Config
 from pixelzoo.agents.parts import build_parts
@@ -136,43 +135,9 @@ def make_ddpg(name: str, config: Config, obs_spec: specs.Array,
         return new_state, metrics
 
     # ------------------------------------------------------------------ SEER
-    num_copies = config.seer_num_copies if config.aug == "shift" else 1
-
     def encode_latents(state: common.AgentState, obs: jnp.ndarray,
                        key: jax.Array) -> jnp.ndarray:
-        """SEER's stored latents of obs [B, ...]: num_copies independently shifted copies
-        (one without augmentation), each through the frozen encoder (LIX layers off, as when
-        acting) and both trunks. Returns [B, m, 2F]: the critic's z, then the actor's."""
-        common.check_obs(obs, obs_spec)
-        copies = jnp.concatenate([obs] * num_copies, axis=0)            # [m * B, ...]
-        if config.aug == "shift":
-            copies = random_shift(copies, key)
-        features = nets.encoder.apply(state.params["encoder"], copies)
-        z = jnp.concatenate([nets.critic.apply(state.params["critic"], features, method="trunk"),
-                             nets.actor.apply(state.params["actor"], features, method="trunk")],
-                            axis=-1)
-        return jnp.swapaxes(z.reshape(num_copies, obs.shape[0], -1), 0, 1)
-
-    def freeze(state: common.AgentState) -> common.AgentState:
-        """SEER's freeze: the target critic becomes the critic (soft update with tau 1)."""
-        return state.replace(target_params={"critic": state.params["critic"]})
-
-    def keep_frozen(new: dict, old: dict) -> dict:
-        """`new` parameter groups with the frozen parts (encoder, trunks) taken from `old`."""
-        new = dict(new)
-        for group in ("actor", "critic"):
-            if group in new:
-                inner = dict(new[group]["params"])
-                inner["Trunk_0"] = old[group]["params"]["Trunk_0"]
-                new[group] = {**new[group], "params": inner}
-        if "encoder" in new:
-            new["encoder"] = old["encoder"]
-        return new
-
-    def pick_copy(latents: jnp.ndarray, key: jax.Array) -> jnp.ndarray:
-        """[B, m, 2F] -> [B, 2F]: one stored copy per observation, uniformly at random."""
-        index = jax.random.randint(key, latents.shape[:1], 0, latents.shape[1])
-        return latents[jnp.arange(latents.shape[0]), index]
+        return seer.encode_latents(nets, config, obs_spec, state, obs, key)
 
     def update_latent(state: common.AgentState, batch: Batch,
                       key: jax.Array) -> tuple[common.AgentState, common.Metrics]:
@@ -181,7 +146,8 @@ def make_ddpg(name: str, config: Config, obs_spec: specs.Array,
         bit-identical. Keys split as in `update` (same positions for target and actor)."""
         key_obs, key_next_obs, key_target, key_actor, _ = jax.random.split(key, 5)
         feature = config.feature_dim
-        z, next_z = pick_copy(batch.obs, key_obs), pick_copy(batch.next_obs, key_next_obs)
+        z = seer.pick_copies(batch.obs, key_obs)
+        next_z = seer.pick_copies(batch.next_obs, key_next_obs)
         std = stddev(state.update_step)
         target, next_q = losses.drqv2_latent_td_target(
             nets, state.params["actor"], state.target_params["critic"], next_z[:, :feature],
@@ -196,7 +162,7 @@ def make_ddpg(name: str, config: Config, obs_spec: specs.Array,
                  "critic": critic_grads}
         critic_group, opt_states["critic"] = common.apply_optimizer(
             optimizers.critic, grads, state.opt_states["critic"], critic_group)
-        params.update(keep_frozen(critic_group, state.params))
+        params.update(seer.keep_frozen(critic_group, state.params))
         metrics = {"critic_loss": loss}
         if config.lix:    # P stops being learned: no encoder gradient reaches it any more
             metrics.update(lix_p=params["lix_p"],
@@ -209,7 +175,7 @@ def make_ddpg(name: str, config: Config, obs_spec: specs.Array,
                 std, config.stddev_clip, key_actor, actor_value_fn)
             actor, opt_state = common.apply_optimizer(
                 optimizers.actor, grads, state.opt_states["actor"], state.params["actor"])
-            return (keep_frozen({"actor": actor}, state.params)["actor"], opt_state), \
+            return (seer.keep_frozen({"actor": actor}, state.params)["actor"], opt_state), \
                 {"actor_loss": loss}
 
         (params["actor"], opt_states["actor"]), actor_metrics = common.gated_step(
@@ -219,15 +185,14 @@ def make_ddpg(name: str, config: Config, obs_spec: specs.Array,
                                             params)["critic"]
         new_state = common.AgentState(
             params=params,
-            target_params={"critic": keep_frozen({"critic": target_critic},
+            target_params={"critic": seer.keep_frozen({"critic": target_critic},
                                                  state.target_params)["critic"]},
             opt_states=opt_states, update_step=state.update_step + 1)
         metrics.update(actor_metrics, q_mean=jnp.mean(q), target_q_mean=jnp.mean(target),
                        batch_reward=jnp.mean(batch.reward), stddev=std)
         return new_state, metrics
 
-    latent_spec = specs.Array((num_copies, 2 * config.feature_dim), np.float32, "latents")
     return common.Agent(name=name, config=config, obs_spec=obs_spec, action_spec=action_spec,
                         init=init, act=act, update=update,
-                        seer=common.SeerParts(latent_spec, encode_latents, freeze,
-                                              update_latent))
+                        seer=common.SeerParts(seer.latent_spec(config), encode_latents,
+                                              seer.freeze, update_latent))

@@ -271,3 +271,45 @@ def drqv2_latent_actor_loss(nets, actor_params, critic_params, actor_z: jnp.ndar
     action = clipped_noise_action(mean, stddev, stddev_clip, key)
     q = nets.critic.apply(critic_params, critic_z, action, method="head")
     return deterministic_actor_loss(value_fn(q))
+
+
+def drq_latent_td_target(nets, params: dict, target_params: dict,
+                         next_critic_z: jnp.ndarray, next_actor_z: jnp.ndarray,
+                         reward: jnp.ndarray, discount: jnp.ndarray, key: jax.Array,
+                         value_fn: ValueFn) -> jnp.ndarray:
+    """`drq_td_target` on stored latents (SEER): K picked copies of next_obs's frozen trunk
+    outputs, [K * B, F] each (copy-major), stand for its K augmentations. -> y [B]."""
+    num_copies = next_critic_z.shape[0] // reward.shape[0]
+    mean, log_std = nets.actor.apply(params["actor"], next_actor_z, method="head")
+    next_action, next_log_prob = tanh_gaussian_sample(mean, log_std, key)
+    next_q = nets.critic.apply(target_params["critic"], next_critic_z, next_action,
+                               method="head")
+    per_copy = lambda x: x.reshape(num_copies, -1)
+    return soft_k_averaged_target(reward, discount, per_copy(value_fn(next_q)),
+                                  per_copy(next_log_prob), jnp.exp(params["log_alpha"]))
+
+
+def drq_latent_critic_loss(nets, critic_params, critic_z: jnp.ndarray, action: jnp.ndarray,
+                           target: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """`drq_critic_loss` on stored latents: M picked copies [M * B, F] (copy-major) of obs's
+    frozen critic trunk output. Returns (loss, Q [N, M, B])."""
+    num_copies = critic_z.shape[0] // action.shape[0]
+    q = nets.critic.apply(critic_params, critic_z, jnp.tile(action, (num_copies, 1)),
+                          method="head")
+    q = q.reshape(q.shape[0], num_copies, -1)
+    return m_averaged_critic_loss(q, target), q
+
+
+def drq_latent_actor_and_temperature_loss(nets, actor_and_alpha: dict, critic_params,
+                                          actor_z: jnp.ndarray, critic_z: jnp.ndarray,
+                                          key: jax.Array, value_fn: ValueFn,
+                                          target_entropy: float):
+    """`drq_actor_and_temperature_loss` on stored latents (obs's frozen trunk outputs
+    [B, F]). Returns (sum, (actor loss, temperature loss, entropy estimate))."""
+    mean, log_std = nets.actor.apply(actor_and_alpha["actor"], actor_z, method="head")
+    action, log_prob = tanh_gaussian_sample(mean, log_std, key)
+    q = nets.critic.apply(critic_params, critic_z, action, method="head")
+    log_alpha = actor_and_alpha["log_alpha"]
+    actor_loss = soft_actor_loss(value_fn(q), log_prob, jnp.exp(log_alpha))
+    alpha_loss = temperature_loss(log_alpha, log_prob, target_entropy)
+    return actor_loss + alpha_loss, (actor_loss, alpha_loss, -jnp.mean(log_prob))
