@@ -3,6 +3,8 @@ and random-shift augmentation, one encoder trained by the critic only; with the 
 parts (A-LIX layers and their P, GPL critics, Flare encoder, D2RL MLPs).
 
 The losses are the pure functions of agents/losses.py; `update` is their sequence."""
+import functools
+
 import jax
 import jax.numpy as jnp
 from dm_env import specs
@@ -135,10 +137,6 @@ def make_ddpg(name: str, config: Config, obs_spec: specs.Array,
         return new_state, metrics
 
     # ------------------------------------------------------------------ SEER
-    def encode_latents(state: common.AgentState, obs: jnp.ndarray,
-                       key: jax.Array) -> jnp.ndarray:
-        return seer.encode_latents(nets, config, obs_spec, state, obs, key)
-
     def update_latent(state: common.AgentState, batch: Batch,
                       key: jax.Array) -> tuple[common.AgentState, common.Metrics]:
         """The update after SEER's freeze, on a batch of stored latents (obs, next_obs
@@ -194,5 +192,7 @@ def make_ddpg(name: str, config: Config, obs_spec: specs.Array,
 
     return common.Agent(name=name, config=config, obs_spec=obs_spec, action_spec=action_spec,
                         init=init, act=act, update=update,
-                        seer=common.SeerParts(seer.latent_spec(config), encode_latents,
-                                              seer.freeze, update_latent))
+                        seer=common.SeerParts(
+                            seer.latent_spec(config),
+                            functools.partial(seer.encode_latents, nets, config, obs_spec),
+                            seer.freeze, update_latent))
