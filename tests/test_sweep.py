@@ -137,16 +137,22 @@ def test_bad_input_exits_2_with_a_short_message_before_anything(tmp_path, capsys
     assert not out.exists()
 
 
-def test_slurm_options_become_submitit_parameters(tmp_path, monkeypatch):
-    """No cluster here: a stand-in srun lets submitit build its SLURM executor."""
+def slurm_executor(tmp_path, monkeypatch, *args):
+    """The sweep's SLURM executor for these flags. No cluster here: a stand-in srun lets
+    submitit build it."""
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "srun").write_text("#!/bin/sh\nexit 0\n")
     (tmp_path / "bin" / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     fv = sweep.define_flags(flags.FlagValues())
-    fv(["sweep", "--out=x", "--executor=slurm", "--slurm_partition=gpu", "--slurm_account=rl",
-        "--timeout_min=90", "--gpus_per_job=2", "--cpus_per_job=10", "--mem_gb=64"])
-    executor = sweep._make_executor(fv, str(tmp_path))
+    fv(["sweep", "--out=x", "--executor=slurm", *args])
+    return sweep._make_executor(fv, str(tmp_path))
+
+
+def test_slurm_options_become_submitit_parameters(tmp_path, monkeypatch):
+    executor = slurm_executor(tmp_path, monkeypatch, "--slurm_partition=gpu",
+                              "--slurm_account=rl", "--timeout_min=90", "--gpus_per_job=2",
+                              "--cpus_per_job=10", "--mem_gb=64")
     assert executor.cluster == "slurm"
     assert executor._executor.parameters == {
         "job_name": "pixelzoo", "time": 90, "gpus_per_node": 2, "cpus_per_task": 10,
@@ -273,13 +279,7 @@ def test_a_sweep_of_two_tiny_runs_through_submitit_then_again_skips_both(tmp_pat
 
 
 def test_slurm_jobs_can_be_multi_process_runs(tmp_path, monkeypatch):
-    (tmp_path / "bin").mkdir()
-    (tmp_path / "bin" / "srun").write_text("#!/bin/sh\nexit 0\n")
-    (tmp_path / "bin" / "srun").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    fv = sweep.define_flags(flags.FlagValues())
-    fv(["sweep", "--out=x", "--executor=slurm", "--nodes=2", "--tasks_per_node=4",
-        "--gpus_per_job=4"])
-    parameters = sweep._make_executor(fv, str(tmp_path))._executor.parameters
+    parameters = slurm_executor(tmp_path, monkeypatch, "--nodes=2", "--tasks_per_node=4",
+                                "--gpus_per_job=4")._executor.parameters
     assert (parameters["nodes"], parameters["ntasks_per_node"], parameters["gpus_per_node"]) \
         == (2, 4, 4)
