@@ -175,6 +175,8 @@ class Learner:
         """Host arrays [U, (K_local,) B_local, ...] of this process -> one global batch
         [U, (K,) B, ...] split over the mesh (B = the agent's batch size: each process gives
         its share of every batch of its seeds, K_local of the K seeds' batches)."""
+        if self.batch_sharding.is_fully_addressable:   # one process: one transfer call
+            return jax.device_put(jax.tree.map(np.asarray, batches), self.batch_sharding)
         return jax.tree.map(self._put, batches)
 
     def put_starts(self, starts: np.ndarray) -> jax.Array:
