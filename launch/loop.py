@@ -354,7 +354,7 @@ class Run:
 
     def update_due(self, step: int) -> bool:
         return (step >= self.num_seed_steps and step % self.update_period == 0
-                and self.replays[0].num_transitions > 0)
+                and self.replays[0].can_sample)
 
     def sample(self, step: int) -> Batch | np.ndarray:
         """This update call's host batches [U, K_local, B, ...] of this process's seeds

@@ -115,6 +115,7 @@ class ReplayBuffer:
         self._episode_positions = np.zeros(self._capacity, np.int32)
         self._num_added = 0  # timesteps ever added: the next global index
         self._episode_open = False  # the last timestep added was not LAST
+        self._newest_start = -1  # newest global start that became sampleable (-1: none)
 
     # ----------------------------------------------------------------- properties
     @property
@@ -150,6 +151,17 @@ class ReplayBuffer:
     def num_transitions(self) -> int:
         """Number of transitions that can be sampled now (O(capacity))."""
         return int(self.sampleable_indices().size)
+
+    @property
+    def can_sample(self) -> bool:
+        """Whether any transition can be sampled now: num_transitions > 0 in O(1).
+
+        A start becomes sampleable when its n-th successor is added (checked then), and
+        stops being so when the ring overwrites its stack's first frame; that frame's index
+        never decreases with the start, so if the newest start that ever became sampleable
+        has expired, every older one has too.
+        """
+        return self._newest_start >= 0 and self._start_is_sampleable(self._newest_start)
 
     @property
     def nbytes(self) -> int:
@@ -202,6 +214,9 @@ class ReplayBuffer:
         self._episode_positions[slot] = position
         self._num_added += 1
         self._episode_open = not timestep.last()
+        start = self._num_added - 1 - self._nstep
+        if start >= 0 and self._start_is_sampleable(start):
+            self._newest_start = start
 
     # ----------------------------------------------------------------- sampling
     def _is_sampleable(self, starts: np.ndarray) -> np.ndarray:
@@ -217,6 +232,16 @@ class ReplayBuffer:
         # The obs stack reaches back to the episode start or k-1 timesteps.
         first_read = starts - np.minimum(start_pos, self._frame_stack - 1)
         return in_range & same_episode & (first_read >= oldest)
+
+    def _start_is_sampleable(self, start: int) -> bool:
+        """_is_sampleable for one global start, in plain Python (it runs on every add)."""
+        oldest, end = self._num_added - self._capacity, start + self._nstep
+        if start < max(oldest, 0) or end >= self._num_added:
+            return False
+        start_pos = int(self._episode_positions[start % self._capacity])
+        if int(self._episode_positions[end % self._capacity]) != start_pos + self._nstep:
+            return False
+        return start - min(start_pos, self._frame_stack - 1) >= oldest
 
     def sampleable_indices(self) -> np.ndarray:
         """int64 [N]: every global start index that can be sampled now, ascending."""
@@ -356,3 +381,5 @@ class ReplayBuffer:
             target[:stored] = np.asarray(state[key])[:stored]
         self._num_added = num_added
         self._episode_open = bool(state["episode_open"])
+        valid = self.sampleable_indices()
+        self._newest_start = int(valid[-1]) if valid.size else -1

@@ -125,6 +125,7 @@ def check_matches(buf, ref, exact=True):
     got = buf.sampleable_indices()
     assert got.tolist() == sorted(expected)
     assert buf.num_transitions == len(expected)
+    assert buf.can_sample == bool(expected)   # the O(1) answer, against brute force
     assert len(buf) == min(ref.num_added, buf.capacity)
     if not expected:
         return
