@@ -6,11 +6,13 @@
     ...                                          # ... while this process does other work
     timesteps = pool.step_wait()
 
-Each worker builds its environment with `envs.make(**kwargs)` in a fresh Python process
-and steps it on request, so N environments step in parallel and the caller can overlap
-them with its own work (the launcher overlaps them with the update). Values are exactly
-those of the same environments in this process. Workers ignore SIGINT and SIGTERM (the
-parent decides when to stop), and exit when the parent closes the pool or dies.
+Each worker builds its environments with `envs.make(**kwargs)` in a fresh Python process
+and steps them on request, so the workers step in parallel and the caller can overlap
+them with its own work (the launcher overlaps them with the update). The caller may keep
+some environments itself (`in_process`): those step inside step_wait, while it would
+otherwise only wait for the workers. Values are exactly those of the same environments in
+this process. Workers ignore SIGINT and SIGTERM (the parent decides when to stop), and exit
+when the parent closes the pool or dies.
 
 A worker imports only this package and dm_control (about 1 s), not the caller's main
 module as multiprocessing's spawn would (launch.train imports jax: 2.6 s more per worker).
@@ -47,26 +49,72 @@ def _serve_socket(fd: int) -> None:
 
 
 def _serve(connection, make_kwargs: list[dict]) -> None:
-    """Worker main loop: build its environments, then answer commands until 'close'.
-
-    Commands act on all of the worker's environments, in order: ('reset', None) and
-    ('step', actions [n, A]) answer a list of TimeSteps, ('remake', [changes]) rebuilds
-    them; ('call', (i, command, argument)) runs one command on environment i alone."""
+    """Worker main loop: build its environments, then answer commands until 'close'."""
     # Ctrl-C (SIGINT) and SLURM/timeout (SIGTERM) reach the whole process group: the parent
     # handles them (it saves a checkpoint, then closes the pool); a worker ends when told
     # to, or when its socket closes because the parent is gone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        group = [dmc.make(**kwargs) for kwargs in make_kwargs]
-        env = group[0]
-        connection.send(("ok", (env.observation_spec(), env.action_spec(),
-                                env.action_repeat)))
-    except Exception:  # noqa: BLE001 - reported to the parent, which raises it
-        connection.send(("error", traceback.format_exc()))
+    group = _EnvGroup(make_kwargs)
+    connection.send(group.started)
+    if group.started[0] != "ok":
         return
+    while True:
+        try:
+            command, argument = connection.recv()
+        except (EOFError, OSError):   # the parent is gone
+            return
+        connection.send(group.answer(command, argument))
+        if command == "close":
+            return
 
-    def one(env, command: str, argument: Any) -> Any:
+
+class _EnvGroup:
+    """One worker's environments and its answers to commands, as ("ok", result) or
+    ("error", traceback).
+
+    Commands act on all of its environments, in order: ('reset', None) and ('step',
+    actions [n, A]) answer a list of TimeSteps, ('remake', [changes]) rebuilds them;
+    ('call', (i, command, argument)) runs one command on environment i alone; ('close',
+    None) closes them."""
+
+    def __init__(self, make_kwargs: list[dict]):
+        self.make_kwargs = make_kwargs
+        try:
+            self.envs = [dmc.make(**kwargs) for kwargs in make_kwargs]
+            env = self.envs[0]
+            self.started = ("ok", (env.observation_spec(), env.action_spec(),
+                                   env.action_repeat))
+        except Exception:  # noqa: BLE001 - reported to the parent, which raises it
+            self.envs, self.started = [], ("error", traceback.format_exc())
+
+    def answer(self, command: str, argument: Any) -> tuple[str, Any]:
+        try:
+            return "ok", self._run(command, argument)
+        except Exception:  # noqa: BLE001
+            return "error", traceback.format_exc()
+
+    def _run(self, command: str, argument: Any) -> Any:
+        if command == "step":
+            return [env.step(action) for env, action in zip(self.envs, argument, strict=True)]
+        if command == "reset":
+            return [env.reset() for env in self.envs]
+        if command == "call":
+            index, inner, inner_argument = argument
+            return self._one(self.envs[index], inner, inner_argument)
+        if command == "remake":      # the same kind of environments, new settings
+            self._run("close", None)
+            self.envs = [dmc.make(**{**kwargs, **change})
+                         for kwargs, change in zip(self.make_kwargs, argument, strict=True)]
+            return None
+        if command == "close":
+            for env in self.envs:
+                env.close()
+            return None
+        raise ValueError(f"unknown command {command!r}")
+
+    @staticmethod
+    def _one(env: dmc.DMCEnv, command: str, argument: Any) -> Any:
         if command == "reset":
             return env.reset()
         if command == "step":
@@ -75,38 +123,47 @@ def _serve(connection, make_kwargs: list[dict]) -> None:
             return env.render(argument)
         raise ValueError(f"unknown command {command!r}")
 
-    while True:
-        try:
-            command, argument = connection.recv()
-        except (EOFError, OSError):   # the parent is gone
-            return
-        if command == "close":
-            for env in group:
-                env.close()
-            connection.send(("ok", None))
-            return
-        try:
-            if command == "remake":      # the same kind of environments, new settings
-                for env in group:
-                    env.close()
-                group = [dmc.make(**{**kwargs, **change})
-                         for kwargs, change in zip(make_kwargs, argument, strict=True)]
-                result = None
-            elif command == "call":
-                index, inner, inner_argument = argument
-                result = one(group[index], inner, inner_argument)
-            elif command == "step":
-                result = [env.step(action) for env, action in zip(group, argument, strict=True)]
-            else:
-                result = [one(env, command, argument) for env in group]
-            connection.send(("ok", result))
-        except Exception:  # noqa: BLE001
-            connection.send(("error", traceback.format_exc()))
+
+class _InProcessConnection:
+    """A worker's group kept in the calling process, behind a worker's connection: a
+    command runs when its answer is received, so the pool's caller steps these
+    environments while the worker processes step theirs (instead of only waiting)."""
+
+    def __init__(self):
+        self._group: _EnvGroup | None = None
+        self._answer: tuple[str, Any] | None = None
+        self._pending: tuple[str, Any] | None = None
+
+    def send(self, message: Any) -> None:
+        if self._group is None:        # the first message: the make() kwargs
+            self._group = _EnvGroup(message)
+            self._answer = self._group.started
+        else:
+            self._pending = message
+
+    def recv(self) -> tuple[str, Any]:
+        if self._pending is not None:
+            (command, argument), self._pending = self._pending, None
+            return self._group.answer(command, argument)
+        answer, self._answer = self._answer, None
+        return answer
+
+    def close(self) -> None:
+        pass
 
 
 def default_num_workers(num_envs: int) -> int:
-    """One worker per environment, at most one per CPU core of this machine."""
-    return max(1, min(num_envs, os.cpu_count() or 1))
+    """One worker per environment, at most one per CPU core of this machine (none for
+    none)."""
+    return min(num_envs, os.cpu_count() or 1)
+
+
+def in_process_share(num_envs: int) -> int:
+    """How many of the launcher's num_envs environments it keeps in its own process: its
+    share when they are split over one group per core plus one for the launching process,
+    which would otherwise only wait for the workers (BENCHMARKS.md: 2 cores, 8 seeds, 3
+    kept was the fastest split)."""
+    return -(-num_envs // ((os.cpu_count() or 1) + 1))
 
 
 class EnvWorkerError(RuntimeError):
@@ -118,31 +175,39 @@ class EnvPool:
     group of environments in order)."""
 
     def __init__(self, make_kwargs: Sequence[dict[str, Any]], num_workers: int | None = None,
-                 worker_env: Sequence[dict[str, str]] | None = None):
+                 worker_env: Sequence[dict[str, str]] | None = None, in_process: int = 0):
         """Starts the workers and returns at once: they build their environments in the
         background (several pools start side by side); the first use waits for them and
         raises EnvWorkerError if one failed.
 
-        num_workers: processes (default: one per environment, at most one per CPU core of
-            this machine): environment i lives in worker i * num_workers // N, so the
-            workers hold contiguous groups of (nearly) equal size. More workers than cores
-            only add process switches and messages.
-        worker_env: per worker, environment variables added to this process's (e.g.
-            `rendering.worker_render_env`'s EGL device).
+        num_workers: processes (default: one per environment they hold, at most one per
+            CPU core of this machine): they hold contiguous groups of (nearly) equal size
+            of the environments not kept in this process. More workers than cores only add
+            process switches and messages.
+        worker_env: per worker process, environment variables added to this process's
+            (e.g. `rendering.worker_render_env`'s EGL device).
+        in_process: how many environments (the first ones) this process keeps and steps
+            itself, inside step_wait, while the workers step theirs: a caller that would
+            only wait for the workers steps environments instead (`in_process_share`).
+            Their errors come back as a worker's do.
 
         Raises:
           RenderingUnavailableError: pixels asked for and no GL backend works (checked
             here, once, so that the workers need not probe).
         """
         count = len(make_kwargs)
-        num_workers = default_num_workers(count) if num_workers is None else num_workers
-        if not 1 <= num_workers <= count:
-            raise ValueError(f"num_workers={num_workers} must be in [1, {count}]")
+        if not 0 <= in_process <= count:
+            raise ValueError(f"in_process={in_process} must be in [0, {count}]")
+        remote = count - in_process
+        num_workers = default_num_workers(remote) if num_workers is None else num_workers
+        if not (1 <= num_workers <= remote or num_workers == remote == 0):
+            raise ValueError(f"num_workers={num_workers} must be in [1, {remote}] for the "
+                             f"{remote} environments not kept in this process")
         for obs_type in sorted({kwargs.get("obs_type", "pixels") for kwargs in make_kwargs}):
             dmc.use_gl_backend(obs_type)    # sets MUJOCO_GL, which the workers inherit
         path = json.dumps([os.path.abspath(entry) for entry in sys.path])
-        self._groups = [[i for i in range(count) if i * num_workers // count == worker]
-                        for worker in range(num_workers)]
+        self._groups = [[in_process + i for i in range(remote)
+                         if i * num_workers // remote == worker] for worker in range(num_workers)]
         self._connections, self._processes = [], []
         worker_env = worker_env or [{}] * num_workers
         for group, extra_env in zip(self._groups, worker_env, strict=True):
@@ -156,6 +221,10 @@ class EnvPool:
             connection.send([dict(make_kwargs[i]) for i in group])
             self._connections.append(connection)
             self._processes.append(process)
+        if in_process:   # first: _receive_all steps it before waiting for the workers
+            self._groups.insert(0, list(range(in_process)))
+            self._connections.insert(0, _InProcessConnection())
+            self._connections[0].send([dict(make_kwargs[i]) for i in range(in_process)])
         self._count = count
         self._pending = False
         self._specs: tuple | None = None
@@ -188,7 +257,8 @@ class EnvPool:
 
     @property
     def num_workers(self) -> int:
-        return len(self._connections)
+        """Worker processes (environments kept in this process are not in one)."""
+        return len(self._processes)
 
     def _send_all(self, command: str, arguments: Sequence[Any] | None) -> None:
         """Sends each worker the command with its environments' arguments (None: none)."""
@@ -259,6 +329,8 @@ class EnvPool:
                 connection.send(("close", None))
             except (BrokenPipeError, OSError):
                 pass
+            if isinstance(connection, _InProcessConnection):
+                connection.recv()   # runs the close
         for process in self._processes:
             try:
                 process.wait(timeout=10)

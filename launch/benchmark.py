@@ -18,7 +18,8 @@ Prints a table, then one JSON line:
   (environment workers, replays, learner). loop_ms_per_seed_step divides it by K;
   loop_frames_per_s is the training frames per second it gives (all seeds).
   loop_parts_ms_per_step splits it: act (policy on the device, result to the host),
-  env_ipc (sending actions to the environment workers and waiting for their timesteps),
+  env_step (sending actions to the environment workers, stepping the environments kept in
+  this process, waiting for the workers' timesteps: the environment IPC and more),
   replay_sample, transfer (batches to the devices), update_dispatch (launching the jitted
   update; its compute overlaps what follows until act needs the new state), replay_add,
   and other (the rest: the loop's Python).

@@ -249,14 +249,17 @@ class Run:
         self.checkpointer = RunCheckpointer(os.path.join(workdir, "checkpoints"))
 
     def _env_pool(self, seed_offset: int) -> envs.EnvPool:
-        """This process's seeds' environments (seeds + seed_offset) in worker processes, one
-        per seed and at most one per core; on a GPU host the workers take the GPUs in turn
-        for rendering."""
-        workers = envs.default_num_workers(len(self.local_seeds))
+        """This process's seeds' environments (seeds + seed_offset): one core's share kept
+        here, stepped while this process waits for the rest (`envs.in_process_share`), the
+        rest in worker processes, at most one per core; on a GPU host the workers take the
+        GPUs in turn for rendering (this process counting as the first)."""
+        kept = envs.in_process_share(len(self.local_seeds))
+        workers = envs.default_num_workers(len(self.local_seeds) - kept)
         return envs.EnvPool(
             [_env_kwargs(self.spec["task"], seed + seed_offset, self.config)
              for seed in self.local_seeds], workers,
-            [envs.worker_render_env(i, _local_gpu_count()) for i in range(workers)])
+            [envs.worker_render_env(1 + i, _local_gpu_count()) for i in range(workers)],
+            in_process=kept)
 
     def _make_keys_and_policies(self) -> None:
         """Per seed: jax.random.split(jax.random.key(seed), 4) = init, act, update, eval
@@ -659,7 +662,7 @@ def agent_step(run: Run, state: agents.AgentState, step: int, timesteps: list,
     part = timer or (lambda name: contextlib.nullcontext())
     with part("act"):
         actions = run.act(state, step, episode.observations(timesteps))
-    with part("env_ipc"):
+    with part("env_step"):
         run.train_pool.step_async(actions)   # the environments step while the learner updates
     if run.update_due(step):
         with part("replay_sample"):
@@ -669,7 +672,7 @@ def agent_step(run: Run, state: agents.AgentState, step: int, timesteps: list,
         with part("update_dispatch"):
             state, update_metrics = run.update(state, device_batches, step)
             metrics.add(step, update_metrics)
-    with part("env_ipc"):
+    with part("env_step"):
         timesteps = run.train_pool.step_wait()
     with part("replay_add"):
         run.store(timesteps, actions, state)

@@ -378,14 +378,19 @@ def test_env_pool_steps_like_environments_in_this_process():
         pool.close()
 
 
-def test_env_pool_workers_step_groups_of_environments_in_order():
-    """Five environments in two workers (groups of 2 and 3) give exactly the same
-    timesteps as five environments here; call() and remake() reach the right one."""
+@pytest.mark.parametrize("in_process, num_workers", [(0, 2), (2, 2), (1, 1), (5, 0)])
+def test_env_pool_workers_step_groups_of_environments_in_order(in_process, num_workers):
+    """Five environments, the first `in_process` kept in this process and the rest in
+    worker processes (e.g. groups of 2 and 3), give exactly the same timesteps as five
+    environments here; call() and remake() reach the right one."""
     kwargs = [dict(task="cartpole_swingup", seed=seed, obs_type="state", action_repeat=2)
               for seed in range(5)]
-    pool = envs.EnvPool(kwargs, num_workers=2)
+    pool = envs.EnvPool(kwargs, num_workers=num_workers, in_process=in_process)
     try:
-        assert len(pool) == 5 and pool.num_workers == 2
+        assert len(pool) == 5 and pool.num_workers == num_workers
+        assert [len(group) for group in pool._groups] == {
+            (0, 2): [3, 2], (2, 2): [2, 2, 1], (1, 1): [1, 4], (5, 0): [5]}[in_process,
+                                                                            num_workers]
         local = [envs.make(**k) for k in kwargs]
         rng = np.random.default_rng(1)
 
@@ -408,6 +413,16 @@ def test_env_pool_workers_step_groups_of_environments_in_order():
         pool.close()
     with pytest.raises(ValueError, match=r"num_workers=3 must be in \[1, 2\]"):
         envs.EnvPool(kwargs[:2], num_workers=3)
+    with pytest.raises(ValueError, match=r"in_process=3 must be in \[0, 2\]"):
+        envs.EnvPool(kwargs[:2], in_process=3)
+
+
+def test_env_pool_in_process_split_over_the_cores(monkeypatch):
+    """The launcher's split: one group per core, plus one for the calling process."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert [envs.in_process_share(n) for n in (1, 2, 3, 4, 8)] == [1, 1, 1, 2, 3]
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert [envs.in_process_share(n) for n in (1, 8, 17, 18, 40)] == [1, 1, 1, 2, 3]
 
 
 def test_env_pool_reports_a_worker_error_with_its_traceback():
@@ -417,3 +432,9 @@ def test_env_pool_reports_a_worker_error_with_its_traceback():
     with pytest.raises(envs.EnvWorkerError, match="seed must be an integer"):
         pool.reset()
     assert len(pool) == 0   # closed
+    # Kept in this process, the same error, the same way.
+    pool = envs.EnvPool([dict(task="cartpole_swingup", seed=-1, obs_type="state")],
+                        in_process=1)
+    with pytest.raises(envs.EnvWorkerError, match="seed must be an integer"):
+        pool.reset()
+    assert len(pool) == 0
