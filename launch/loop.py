@@ -488,8 +488,7 @@ class RunLogs:
         self.run = run
         self.recent_returns: collections.deque = collections.deque(maxlen=10)
         self.write = processes.is_primary()
-        self.progress = Progress(run.spec["num_frames"], start_frame,
-                                 stream=None if self.write else open(os.devnull, "w"))
+        self.progress = Progress(run.spec["num_frames"], start_frame, quiet=not self.write)
         self.boards = []
         if not self.write:
             return

@@ -111,10 +111,11 @@ def format_duration(seconds: float) -> str:
 class Progress:
     """One terminal line per log interval: frames, frames/s, recent return, time left."""
 
-    def __init__(self, total_frames: int, start_frame: int, stream=None):
-        """stream: where lines go (default: sys.stdout at the time of each line)."""
+    def __init__(self, total_frames: int, start_frame: int, stream=None, quiet: bool = False):
+        """stream: where lines go (default: sys.stdout at the time of each line); quiet:
+        nowhere (the processes of a multi-process run other than the primary)."""
         self.total_frames = total_frames
-        self.stream = stream
+        self.stream, self.quiet = stream, quiet
         self._last_time = time.monotonic()
         self._last_frame = start_frame
         self.last_fps = 0.0  # training frames/s of the last interval, 0 before the first
@@ -136,7 +137,8 @@ class Progress:
                 f"{fps:7.1f} frames/s | return {ret} | left {format_duration(left)}")
 
     def show(self, text: str) -> None:
-        print(text, file=self.stream or sys.stdout, flush=True)
+        if not self.quiet:
+            print(text, file=self.stream or sys.stdout, flush=True)
 
 
 def save_video(path: str, frames: list[np.ndarray], fps: int = 30) -> None:

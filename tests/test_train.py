@@ -377,3 +377,13 @@ def test_wandb_offline_mirrors_every_tensorboard_scalar_with_the_config_and_seed
     board = sorted((tag, step, np.float32(value))
                    for tag, step, value in tensorboard_scalars(tmp_path, with_values=True))
     assert mirrored == board and len(board) > 20
+
+
+def test_progress_lines_go_to_their_stream_and_nowhere_when_quiet(capsys):
+    import io
+    from pixelzoo.launch.run_logging import Progress
+    stream = io.StringIO()
+    Progress(1000, 0, stream=stream).show("line one")
+    Progress(1000, 0, quiet=True).show("from a non-primary process")
+    assert stream.getvalue() == "line one\n"
+    assert capsys.readouterr() == ("", "")
