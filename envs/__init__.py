@@ -6,7 +6,8 @@ Importing this package is cheap: dm_control is imported by `make`, after the Ope
 backend is chosen.
 """
 from pixelzoo.envs.dmc import DMCEnv, make
-from pixelzoo.envs.pool import EnvPool, EnvWorkerError, default_num_workers, in_process_share
+from pixelzoo.envs.pool import (EnvPool, EnvWorkerError, default_num_workers,
+                                 launcher_split)
 from pixelzoo.envs.rendering import RenderingUnavailableError, ensure_gl_backend, worker_render_env
 from pixelzoo.envs.tasks import DRQV2_TASKS, names, task_group
 
@@ -16,7 +17,7 @@ __all__ = [
     "EnvPool",
     "EnvWorkerError",
     "default_num_workers",
-    "in_process_share",
+    "launcher_split",
     "worker_render_env",
     "RenderingUnavailableError",
     "ensure_gl_backend",

@@ -158,12 +158,16 @@ def default_num_workers(num_envs: int) -> int:
     return min(num_envs, os.cpu_count() or 1)
 
 
-def in_process_share(num_envs: int) -> int:
-    """How many of the launcher's num_envs environments it keeps in its own process: its
-    share when they are split over one group per core plus one for the launching process,
-    which would otherwise only wait for the workers (BENCHMARKS.md: 2 cores, 8 seeds, 3
-    kept was the fastest split)."""
-    return -(-num_envs // ((os.cpu_count() or 1) + 1))
+def launcher_split(num_envs: int) -> tuple[int, int]:
+    """(environments kept in the launching process, worker processes) for the launcher's
+    num_envs environments: one group per core, at most one per environment, the launching
+    process being one of them (it would otherwise only wait for the workers); it keeps the
+    largest share. BENCHMARKS.md: 8 seeds on 2 cores, 4 kept and one worker was the
+    fastest split measured."""
+    groups = min(num_envs, os.cpu_count() or 1)
+    kept = -(-num_envs // groups)
+    workers = min(num_envs - kept, max(groups - 1, 1))
+    return kept, workers
 
 
 class EnvWorkerError(RuntimeError):
@@ -188,7 +192,7 @@ class EnvPool:
             (e.g. `rendering.worker_render_env`'s EGL device).
         in_process: how many environments (the first ones) this process keeps and steps
             itself, inside step_wait, while the workers step theirs: a caller that would
-            only wait for the workers steps environments instead (`in_process_share`).
+            only wait for the workers steps environments instead (`launcher_split`).
             Their errors come back as a worker's do.
 
         Raises:

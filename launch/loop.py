@@ -249,12 +249,11 @@ class Run:
         self.checkpointer = RunCheckpointer(os.path.join(workdir, "checkpoints"))
 
     def _env_pool(self, seed_offset: int) -> envs.EnvPool:
-        """This process's seeds' environments (seeds + seed_offset): one core's share kept
-        here, stepped while this process waits for the rest (`envs.in_process_share`), the
-        rest in worker processes, at most one per core; on a GPU host the workers take the
-        GPUs in turn for rendering (this process counting as the first)."""
-        kept = envs.in_process_share(len(self.local_seeds))
-        workers = envs.default_num_workers(len(self.local_seeds) - kept)
+        """This process's seeds' environments (seeds + seed_offset), one group per core:
+        this process steps the first group itself while it waits for the others' worker
+        processes (`envs.launcher_split`); on a GPU host the workers take the GPUs in turn
+        for rendering (this process counting as the first)."""
+        kept, workers = envs.launcher_split(len(self.local_seeds))
         return envs.EnvPool(
             [_env_kwargs(self.spec["task"], seed + seed_offset, self.config)
              for seed in self.local_seeds], workers,

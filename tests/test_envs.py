@@ -417,12 +417,15 @@ def test_env_pool_workers_step_groups_of_environments_in_order(in_process, num_w
         envs.EnvPool(kwargs[:2], in_process=3)
 
 
-def test_env_pool_in_process_split_over_the_cores(monkeypatch):
-    """The launcher's split: one group per core, plus one for the calling process."""
+def test_env_pool_launcher_split_over_the_cores(monkeypatch):
+    """The launcher's split: one group per core (at most one per environment), the
+    launcher's own process being the first, with the largest share."""
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    assert [envs.in_process_share(n) for n in (1, 2, 3, 4, 8)] == [1, 1, 1, 2, 3]
+    assert [envs.launcher_split(n) for n in (1, 2, 3, 8)] == [(1, 0), (1, 1), (2, 1), (4, 1)]
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
-    assert [envs.in_process_share(n) for n in (1, 8, 17, 18, 40)] == [1, 1, 1, 2, 3]
+    assert [envs.launcher_split(n) for n in (1, 8, 40)] == [(1, 0), (1, 7), (3, 15)]
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert envs.launcher_split(3) == (3, 0)
 
 
 def test_env_pool_reports_a_worker_error_with_its_traceback():
