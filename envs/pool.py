@@ -164,7 +164,7 @@ def launcher_split(num_envs: int) -> tuple[int, int]:
     process being one of them (it would otherwise only wait for the workers); it keeps the
     largest share. BENCHMARKS.md: 8 seeds on 2 cores, 4 kept and one worker was the
     fastest split measured."""
-    groups = min(num_envs, os.cpu_count() or 1)
+    groups = max(1, min(num_envs, os.cpu_count() or 1))
     kept = -(-num_envs // groups)
     workers = min(num_envs - kept, max(groups - 1, 1))
     return kept, workers
@@ -176,7 +176,7 @@ class EnvWorkerError(RuntimeError):
 
 class EnvPool:
     """N environments in worker processes, stepped in parallel (each worker steps its own
-    group of environments in order)."""
+    group of environments in order), and optionally a first group kept in this process."""
 
     def __init__(self, make_kwargs: Sequence[dict[str, Any]], num_workers: int | None = None,
                  worker_env: Sequence[dict[str, str]] | None = None, in_process: int = 0):

@@ -425,7 +425,7 @@ def test_env_pool_launcher_split_over_the_cores(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     assert [envs.launcher_split(n) for n in (1, 8, 40)] == [(1, 0), (1, 7), (3, 15)]
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
-    assert envs.launcher_split(3) == (3, 0)
+    assert [envs.launcher_split(n) for n in (0, 3)] == [(0, 0), (3, 0)]
 
 
 def test_env_pool_reports_a_worker_error_with_its_traceback():
