@@ -1,8 +1,6 @@
 """SEER (stored embeddings) as a part of the ddpg base: the capacity rule, the conversion of
 the replay into latents, the frozen layers, the heads-only update against a hand-made
 reference, and the freeze inside the training loop (seeds, device replay, resume, SIGKILL)."""
-import signal
-import time
 
 import dm_env
 import jax
@@ -17,7 +15,7 @@ from pixelzoo.agents import losses
 from pixelzoo.agents.augment import random_shift
 from pixelzoo.launch import loop
 from pixelzoo.launch.checkpointing import RunCheckpointer
-from tests.test_train import TINY_RUN, launch, read_csv
+from tests.test_train import TINY_RUN, kill_when, launch, read_csv
 
 IMAGE, ACTION_DIM, BATCH, COPIES = 16, 2, 6, 3
 PIXEL_SPEC = specs.Array((IMAGE, IMAGE, 9), np.uint8, "pixels")
@@ -249,16 +247,9 @@ def test_a_sigkill_right_after_the_freeze_resumes_frozen(tmp_path):
     args = [*TINY_RUN, "--agent=seer", "--config.seer_freeze_frames=400",
             "--config.seer_num_copies=2", "--config.checkpoint_every_frames=200"]
     process = launch(workdir, *args, "--num_frames=20000", wait=False)
-    deadline = time.time() + 300
     checkpoints = workdir / "checkpoints"
-    while time.time() < deadline and process.poll() is None:
-        frame = RunCheckpointer(str(checkpoints)).latest_frame() or 0
-        if frame >= 600:      # the first checkpoint after the freeze at 400
-            break
-        time.sleep(0.1)
-    assert process.poll() is None, process.communicate()[1][-2000:]
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
+    # Killed at the first checkpoint after the freeze at 400.
+    kill_when(process, lambda: (RunCheckpointer(str(checkpoints)).latest_frame() or 0) >= 600)
     complete = RunCheckpointer(str(checkpoints)).latest_frame()
     assert complete >= 600
     code, stdout, stderr = launch(workdir, *args, f"--num_frames={complete + 400}")

@@ -69,21 +69,25 @@ def test_bad_input_exits_with_a_short_message_before_any_work(tmp_path, args, me
 
 
 # ----------------------------------------------------------------------------- resume
-@pytest.mark.slow(100)
-def test_sigkill_then_resume_continues_from_the_last_complete_checkpoint(tmp_path):
-    workdir = tmp_path / "run"
-    process = launch(workdir, *TINY_RUN, "--num_frames=2400", wait=False)
-    deadline = time.time() + 300
-    checkpoints = workdir / "checkpoints"
-    train_csv = workdir / "train.csv"
-    # Kill after the first episode (frame 1000) is logged, between checkpoints.
-    while time.time() < deadline and process.poll() is None:
-        if train_csv.exists() and read_csv(train_csv):
-            break
+def kill_when(process: subprocess.Popen, ready, timeout_s: float = 300.0) -> None:
+    """SIGKILLs a launched run once ready() holds (polled every 0.1 s, for at most
+    timeout_s); fails with its stderr if it exited before."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and process.poll() is None and not ready():
         time.sleep(0.1)
     assert process.poll() is None, process.communicate()[1][-2000:]
     process.send_signal(signal.SIGKILL)
     process.communicate()
+
+
+@pytest.mark.slow(100)
+def test_sigkill_then_resume_continues_from_the_last_complete_checkpoint(tmp_path):
+    workdir = tmp_path / "run"
+    process = launch(workdir, *TINY_RUN, "--num_frames=2400", wait=False)
+    checkpoints = workdir / "checkpoints"
+    train_csv = workdir / "train.csv"
+    # Kill after the first episode (frame 1000) is logged, between checkpoints.
+    kill_when(process, lambda: train_csv.exists() and bool(read_csv(train_csv)))
     complete = RunCheckpointer(str(checkpoints)).latest_frame()
     assert complete in (800, 1200)
     # A checkpoint cut short by the kill (orbax's temporary directory) is never used.
