@@ -7,13 +7,17 @@ from typing import Any
 
 from dm_env import specs
 
-from pixelzoo.agents.common import Agent, AgentState
-from pixelzoo.agents.config import FIELD_NAMES, PRESETS, Config, build_config, task_overrides, validate
-from pixelzoo.agents.ddpg import make_ddpg
-from pixelzoo.agents.learner import Learner, fuse_updates, make_mesh, make_seed_mesh
-from pixelzoo.agents.sac import make_sac
+import functools
 
-_BUILDERS = {"ddpg": make_ddpg, "sac": make_sac}
+from pixelzoo.agents import actors, critics, ddpg, sac, seer  # actors, critics: register kinds
+from pixelzoo.agents.common import Agent, AgentState, UpdateSetup, act, init_state, make_setup
+from pixelzoo.agents.config import FIELD_NAMES, PRESETS, Config, build_config, task_overrides, validate
+from pixelzoo.agents.learner import Learner, fuse_updates, make_mesh, make_seed_mesh
+from pixelzoo.agents.parts import (ActorKind, CriticKind, CriticStepResult, register_actor,
+                                   register_critic, register_encoder)
+
+# Base algorithm -> its update(setup, state, batch, key).
+BASES = {"ddpg": ddpg.update, "sac": sac.update}
 
 
 def names() -> list[str]:
@@ -42,9 +46,15 @@ def make_from_config(name: str, config: Config, obs_spec: specs.Array,
         raise ValueError("invalid config: " + "; ".join(errors))
     if len(action_spec.shape) != 1:
         raise ValueError(f"action_spec must be a vector [A], got shape {action_spec.shape}")
-    return _BUILDERS[config.base](name, config, obs_spec, action_spec)
+    setup = make_setup(config, obs_spec, int(action_spec.shape[0]))
+    update = BASES[config.base]
+    return Agent(name=name, config=config, obs_spec=obs_spec, action_spec=action_spec,
+                 init=functools.partial(init_state, setup), act=functools.partial(act, setup),
+                 update=functools.partial(update, setup),
+                 seer=seer.seer_parts(setup, update))
 
 
-__all__ = ["Agent", "AgentState", "Config", "FIELD_NAMES", "Learner", "PRESETS", "build_config",
+__all__ = ["ActorKind", "Agent", "AgentState", "BASES", "Config", "CriticKind", "CriticStepResult",
+           "UpdateSetup", "register_actor", "register_critic", "register_encoder", "FIELD_NAMES", "Learner", "PRESETS", "build_config",
            "fuse_updates", "make", "make_from_config", "make_mesh", "make_seed_mesh", "names", "task_overrides",
            "validate"]

@@ -19,3 +19,11 @@ def random_shift(obs: jnp.ndarray, key: jax.Array, pad: int = 4) -> jnp.ndarray:
                                      (height, width, channels))
 
     return jax.vmap(crop)(padded, offsets)
+
+
+def augment_copies(obs: jnp.ndarray, key: jax.Array, copies: int,
+                   enabled: bool = True) -> jnp.ndarray:
+    """`copies` independently shifted copies of obs [B, ...] stacked copy-major as
+    [copies * B, ...] (unshifted copies when not `enabled`)."""
+    tiled = jnp.concatenate([obs] * copies, axis=0)
+    return random_shift(tiled, key) if enabled else tiled

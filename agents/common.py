@@ -1,6 +1,8 @@
-"""What every learner shares: the agent state, the Agent bundle, optimisers and the initial
-state, the steps an update may skip, Polyak targets, schedules, checks."""
+"""What every base shares: the agent state, the Agent bundle, an update's setup (parts,
+optimisers, augmentation), the initial state, acting, the steps an update may skip,
+schedules, checks. The steps themselves are in agents/steps.py."""
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import chex
@@ -11,9 +13,9 @@ import numpy as np
 import optax
 from dm_env import specs
 
-from pixelzoo.agents import pessimism
+from pixelzoo.agents.augment import augment_copies
 from pixelzoo.agents.config import Config
-from pixelzoo.agents.parts import Parts, init_params
+from pixelzoo.agents.parts import CRITICS, Exploration, Parts, build_parts, init_params
 from pixelzoo.replay import Batch
 
 Params = Any
@@ -24,10 +26,15 @@ Metrics = dict[str, jnp.ndarray]
 class AgentState:
     """The whole learner state as one pytree (vmaps over seeds, saves with orbax).
 
-    params: online parameters by group ('encoder', 'actor', 'critic', optionally 'log_alpha').
-    target_params: Polyak-averaged copies ('critic', and 'encoder' when the recipe has a
-        target encoder).
-    opt_states: one optax state per optimiser ('critic' covers encoder and critic).
+    params: online parameters by group: 'encoder', 'actor', 'critic' (flax trees); and the
+        scalars the config's parts learn: 'log_alpha' (SAC's log temperature), 'lix_p'
+        (A-LIX's smoothing strength P in [0, 1]), 'beta' (GPL's pessimism).
+    target_params: Polyak-averaged copies: 'critic', and 'encoder' when the recipe has a
+        target encoder (DrQ).
+    opt_states: one optax state per optimiser: 'critic' (covers encoder and critic),
+        'actor', and 'alpha', 'lix_p', 'beta' for the scalars above. After SEER's freeze
+        'critic' and 'actor' are optax.multi_transform states whose frozen leaves take
+        set_to_zero (agents/seer.py).
     update_step: int32 scalar, number of updates done so far.
     """
 
@@ -43,14 +50,19 @@ class SeerParts:
 
     latent_spec: one stored observation, float32 [m copies, 2F] (critic's z, actor's z).
     encode_latents(state, obs [B, ...], key) -> [B, m, 2F] with m independent shifts.
-    freeze(state) -> state: the target critic set to the critic.
-    update_latent(state, batch of latents, key) -> (state, metrics): heads only.
+    freeze(state) -> state: the target networks set to the online ones, and the optimiser
+        states of 'critic' and 'actor' turned into the frozen optimisers' states.
+    update_latent(state, batch of latents, key) -> (state, metrics): the base's one update,
+        on stored latents and with the frozen optimisers (heads only).
+    frozen_optimizer_states(state) -> state: only the optimiser-state conversion of
+        `freeze` (for checkpoints written after a freeze by pixelzoo before 2026-12).
     """
 
     latent_spec: specs.Array
     encode_latents: Callable[[AgentState, jnp.ndarray, jax.Array], jnp.ndarray]
     freeze: Callable[[AgentState], AgentState]
     update_latent: Callable[[AgentState, Batch, jax.Array], tuple[AgentState, Metrics]]
+    frozen_optimizer_states: Callable[[AgentState], AgentState]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,17 +91,6 @@ class Agent:
 def polyak(target: Params, online: Params, tau: float) -> Params:
     """target <- (1 - tau) * target + tau * online: the one Polyak update."""
     return optax.incremental_update(online, target, tau)
-
-
-def polyak_every(config: Config, update_step: jnp.ndarray, target_params: dict,
-                 params: dict) -> dict:
-    """Each group of target_params Polyak-averaged towards params[group] on the updates where
-    update_step % target_update_every == 0; unchanged on the others."""
-    return jax.lax.cond(
-        update_step % config.target_update_every == 0,
-        lambda: {group: polyak(target, params[group], config.tau)
-                 for group, target in target_params.items()},
-        lambda: target_params)
 
 
 # A metric of a step that an update may skip -> the 0/1 metric saying whether it ran. A skipped
@@ -162,37 +163,85 @@ class Optimizers:
     """One optax optimiser per parameter group, as the papers have them.
 
     critic: encoder and critic (the critic loss); actor; alpha: SAC's log temperature;
-    beta: GPL's pessimism; lix_p: A-LIX's smoothing strength. Groups a config does not
-    use are None."""
+    lix_p: A-LIX's smoothing strength; critic_scalars: the critic kind's learned scalars
+    (GPL's beta), by name. Groups a config does not use are None (or absent)."""
 
     critic: optax.GradientTransformation
     actor: optax.GradientTransformation
     alpha: optax.GradientTransformation | None
-    beta: optax.GradientTransformation | None
     lix_p: optax.GradientTransformation | None
+    critic_scalars: dict[str, optax.GradientTransformation]
 
 
 def make_optimizers(config: Config) -> Optimizers:
-    sac = config.base == "sac"
+    critic_kind = CRITICS[config.critic]
     return Optimizers(
         critic=optax.adam(config.lr), actor=optax.adam(config.lr),
-        alpha=optax.adam(config.lr) if sac else None,
-        beta=pessimism.beta_optimizer(config) if config.critic == "gpl" else None,
-        lix_p=optax.adam(config.lix_lr, b1=config.lix_b1) if config.lix else None)
+        alpha=optax.adam(config.lr) if config.base == "sac" else None,
+        lix_p=optax.adam(config.lix_lr, b1=config.lix_b1) if config.lix else None,
+        critic_scalars={name: optimizer for name, (_, optimizer)
+                        in critic_kind.learned_scalars(config).items()})
 
 
-def init_state(config: Config, nets: Parts, optimizers: Optimizers, obs_spec: specs.Array,
-               action_dim: int, key: jax.Array) -> AgentState:
+@dataclasses.dataclass(frozen=True)
+class UpdateSetup:
+    """Everything an update needs besides (state, batch, key): built once per agent.
+
+    obs_spec: what batch.obs holds (pixels or state; SEER's stored latents after the
+        freeze). augment(obs [B, ...], key, copies) -> [copies * B, ...]: how a batch's
+        observations become the networks' inputs (random shifts, or SEER's picked copies).
+    frozen: SEER's phase after the freeze (encoder and trunks frozen by the optimisers).
+    """
+
+    config: Config
+    nets: Parts
+    optimizers: Optimizers
+    obs_spec: specs.Array
+    action_dim: int
+    augment: Callable[[jnp.ndarray, jax.Array, int], jnp.ndarray]
+    frozen: bool = False
+
+
+def make_setup(config: Config, obs_spec: specs.Array, action_dim: int) -> UpdateSetup:
+    """The setup of the pixel (or state) update: parts, optimisers, random shifts."""
+    return UpdateSetup(config=config, nets=build_parts(config, obs_spec, action_dim),
+                       optimizers=make_optimizers(config), obs_spec=obs_spec,
+                       action_dim=action_dim,
+                       augment=functools.partial(augment_copies, enabled=config.aug == "shift"))
+
+
+def exploration(config: Config, update_step: jnp.ndarray) -> Exploration:
+    """A deterministic actor's noise at update `update_step`: std linear from stddev_init to
+    stddev_final over stddev_steps agent steps, clipped at stddev_clip in the losses."""
+    std = linear_schedule(config.stddev_init, config.stddev_final, config.stddev_steps,
+                          agent_step(config, update_step))
+    return Exploration(std, config.stddev_clip)
+
+
+def act(setup: UpdateSetup, state: AgentState, obs: jnp.ndarray, key: jax.Array,
+        eval_mode: bool = False) -> jnp.ndarray:
+    """Actions [B, A] in [-1, 1] for obs [B, ...], by the actor kind's rule."""
+    check_obs(obs, setup.obs_spec)
+    nets = setup.nets
+    features = nets.encoder.apply(state.params["encoder"], obs)
+    return nets.actor_kind.act(nets.actor, state.params["actor"], features, key, eval_mode,
+                               exploration(setup.config, state.update_step))
+
+
+def init_state(setup: UpdateSetup, key: jax.Array) -> AgentState:
     """The initial AgentState of any base: network parameters from `key`, the scalars the
-    config's parts learn (SAC's log_alpha, GPL's beta, A-LIX's P), one optimiser state per
-    group, and target copies of the critic (and of the encoder with target_encoder)."""
-    params = init_params(nets, obs_spec, action_dim, key)
+    config's parts learn (SAC's log_alpha, A-LIX's P, the critic kind's, e.g. GPL's beta),
+    one optimiser state per group, and target copies of the critic (and of the encoder with
+    target_encoder)."""
+    config, optimizers = setup.config, setup.optimizers
+    params = init_params(setup.nets, setup.obs_spec, setup.action_dim, key)
     critic_group = {"encoder": params["encoder"], "critic": params["critic"]}
     opt_states = {"critic": optimizers.critic.init(critic_group),
                   "actor": optimizers.actor.init(params["actor"])}
     scalars = {"log_alpha": ("alpha", np.log(config.init_temperature), optimizers.alpha),
-               "beta": ("beta", config.gpl_beta_init, optimizers.beta),
                "lix_p": ("lix_p", config.lix_init, optimizers.lix_p)}
+    for name, (value, optimizer) in CRITICS[config.critic].learned_scalars(config).items():
+        scalars[name] = (name, value, optimizer)
     for name, (group, value, optimizer) in scalars.items():
         if optimizer is not None:
             params[name] = jnp.asarray(value, jnp.float32)

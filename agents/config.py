@@ -15,9 +15,7 @@ from typing import Any, Mapping
 from pixelzoo.networks import min_image_size
 
 BASES = ("ddpg", "sac")
-ENCODERS = ("conv", "flare")
 AUGS = ("shift", "none")
-CRITICS = ("twin", "gpl")
 MLPS = ("plain", "d2rl")
 OBS_TYPES = ("pixels", "state")
 REPLAYS = ("host", "device")
@@ -30,9 +28,12 @@ class Config:
     # Agent parts.
     base: str = "ddpg"                  # ddpg (DrQ-v2) or sac (DrQ)
     encoder: str = "conv"               # conv, or flare (per-frame latents and their flow)
+    actor: str = "auto"                 # auto: the base's own (ddpg: deterministic, sac:
+                                        # tanh_gaussian), or a registered actor kind
     aug: str = "shift"                  # random shift (pad 4, edge replicate) or none
     lix: bool = False                   # A-LIX: LIX layers after every encoder ReLU
-    critic: str = "twin"                # twin (min of 2) or gpl (learned pessimism)
+    critic: str = "twin"                # twin (min of 2), gpl (learned pessimism), or a
+                                        # registered critic kind
     num_critics: int = 2
     mlp: str = "plain"                  # plain or d2rl (input fed to every hidden layer)
     mlp_depth: int = 2                  # hidden layers of actor and critic MLPs
@@ -196,9 +197,11 @@ def _choice_error(field: str, value: Any, choices: tuple) -> str:
 def validate(config: Config) -> list[str]:
     """Every problem with `config` as a short message (empty list when it is valid)."""
     errors = []
-    for field, choices in (("base", BASES), ("encoder", ENCODERS), ("aug", AUGS),
-                           ("critic", CRITICS), ("mlp", MLPS), ("obs_type", OBS_TYPES),
-                           ("replay", REPLAYS)):
+    from pixelzoo.agents import parts   # the registries (parts imports this module)
+    pixel_encoders = tuple(name for name in parts.ENCODERS if name != "state")
+    for field, choices in (("base", BASES), ("encoder", pixel_encoders), ("aug", AUGS),
+                           ("actor", ("auto", *parts.ACTORS)), ("critic", tuple(parts.CRITICS)),
+                           ("mlp", MLPS), ("obs_type", OBS_TYPES), ("replay", REPLAYS)):
         if getattr(config, field) not in choices:
             errors.append(_choice_error(field, getattr(config, field), choices))
     for name in FIELD_NAMES:
@@ -243,11 +246,11 @@ def validate(config: Config) -> list[str]:
     if config.obs_type == "state" and config.aug != "none":
         errors.append(f"aug={config.aug!r} needs pixel observations; use aug='none' with "
                       "obs_type='state'")
-    if config.critic == "twin" and config.num_critics != 2:
-        errors.append("critic='twin' takes the minimum of exactly 2 critics (num_critics=2); "
-                      "use critic='gpl' for larger ensembles")
-    if config.critic == "gpl" and config.num_critics < 2:
-        errors.append("critic='gpl' needs num_critics >= 2 (its penalty is their disagreement)")
+    errors.extend(parts.CRITICS[config.critic].config_errors(config))
+    actor = parts.actor_name(config)
+    if config.base not in parts.ACTORS[actor].bases:
+        errors.append(f"actor={actor!r} does not fit base={config.base!r}; it fits "
+                      f"{', '.join(parts.ACTORS[actor].bases)} (actor='auto' picks the base's own)")
     if config.optimism_shift > 0:
         errors.append("optimism_shift must be <= 0 (an optimistic shift lowers beta)")
     if config.optimism_shift != 0 and config.critic != "gpl":

@@ -3,15 +3,18 @@
 Two levels, in the style of rlax:
 - formulas over arrays: one equation each, batched over B (and N critics where said);
 - network-level losses: the same formulas applied to the agent's networks, which they take
-  explicitly (`nets`, an `agents.parts.Parts`) with the parameters they differentiate.
+  explicitly (`nets`, an `agents.parts.Parts`: its modules and its actor kind's `sample`)
+  with the parameters they differentiate. After SEER's freeze the same losses run on
+  stored latents (`nets` then reads them through agents/seer.py's `StoredLatents` and
+  `HeadOf`).
 A user or a test calls any of them on a hand-made batch; `agents/ddpg.py` and
-`agents/sac.py` compose them into `update`.
+`agents/sac.py` compose them, through the steps, into `update`.
 
 Shapes: B batch, N critics, A action dimensions, K target / M Q augmentations. Values are
 returns in reward units; `discount` already holds gamma^n times the environment discounts of
 the n-step window (replay.Batch).
 """
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +25,13 @@ from pixelzoo.networks import LixContext
 
 sg = jax.lax.stop_gradient
 ValueFn = Callable[[jnp.ndarray], jnp.ndarray]   # Q [N, B] -> value [B]
+
+
+class Exploration(NamedTuple):
+    """A deterministic actor's noise at one update: std of N(0, std^2) and its clip c."""
+
+    stddev: jnp.ndarray
+    clip: float
 
 
 # ----------------------------------------------------------------------------- values
@@ -148,8 +158,8 @@ def drqv2_td_target(nets, encoder_params, actor_params, target_critic_params,
     value_fn of the target critics. next_obs [B, ...], reward, discount [B].
     Returns (y [B], the target critics' Q [N, B])."""
     next_features = sg(nets.encoder.apply(encoder_params, next_obs, lix_context))
-    next_mean = nets.actor.apply(actor_params, next_features)
-    next_action = clipped_noise_action(next_mean, stddev, stddev_clip, key)
+    next_action, _ = nets.sample(actor_params, next_features, key,
+                                 Exploration(stddev, stddev_clip))
     next_q = nets.critic.apply(target_critic_params, next_features, next_action)
     return bootstrapped_target(reward, discount, value_fn(next_q)), next_q
 
@@ -175,8 +185,7 @@ def drqv2_actor_loss(nets, actor_params, critic_params, features: jnp.ndarray,
                      value_fn: ValueFn) -> jnp.ndarray:
     """DrQ-v2's actor loss -mean V(h, mu(h) + clipped noise) on the online critics.
     features [B, D] (from the encoder, gradient stopped by the caller) -> scalar."""
-    mean = nets.actor.apply(actor_params, features)
-    action = clipped_noise_action(mean, stddev, stddev_clip, key)
+    action, _ = nets.sample(actor_params, features, key, Exploration(stddev, stddev_clip))
     q = nets.critic.apply(critic_params, features, action)
     return deterministic_actor_loss(value_fn(q))
 
@@ -192,8 +201,7 @@ def drq_td_target(nets, params: dict, target_params: dict, next_obs_copies: jnp.
     encoder's features (the online encoder when target_params has none). -> y [B]."""
     num_copies = next_obs_copies.shape[0] // reward.shape[0]
     online_features = nets.encoder.apply(params["encoder"], next_obs_copies)
-    mean, log_std = nets.actor.apply(params["actor"], online_features)
-    next_action, next_log_prob = tanh_gaussian_sample(mean, log_std, key)
+    next_action, next_log_prob = nets.sample(params["actor"], online_features, key)
     target_encoder = target_params.get("encoder", params["encoder"])
     target_features = nets.encoder.apply(target_encoder, next_obs_copies)
     next_q = nets.critic.apply(target_params["critic"], target_features, next_action)
@@ -214,19 +222,29 @@ def drq_critic_loss(nets, critic_group: dict, obs_copies: jnp.ndarray, action: j
     return m_averaged_critic_loss(q, target), q
 
 
+def drq_actor_loss(nets, actor_params, critic_params, features: jnp.ndarray,
+                   key: jax.Array, value_fn: ValueFn, alpha: jnp.ndarray
+                   ) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """DrQ's actor loss `soft_actor_loss` with a ~ pi(features) drawn by the actor kind.
+    features [B, D] without gradient; alpha scalar. Returns (loss, log pi(a|s) [B])."""
+    action, log_prob = nets.sample(actor_params, features, key)
+    q = nets.critic.apply(critic_params, features, action)
+    return soft_actor_loss(value_fn(q), log_prob, alpha), log_prob
+
+
 def drq_actor_and_temperature_loss(nets, actor_and_alpha: dict, critic_params,
                                    features: jnp.ndarray, key: jax.Array, value_fn: ValueFn,
                                    target_entropy: float):
-    """DrQ's actor loss plus its temperature loss, for one gradient of both.
+    """`drq_actor_loss` plus `temperature_loss` on the same draw, for one gradient of both
+    (the update takes them as two steps; their gradients are the same: each loss stops the
+    other's parameters' gradient).
 
     actor_and_alpha: {'actor', 'log_alpha'}; features [B, D] without gradient.
     Returns (actor loss + temperature loss, (actor loss, temperature loss, entropy
     estimate -mean log pi))."""
-    mean, log_std = nets.actor.apply(actor_and_alpha["actor"], features)
-    action, log_prob = tanh_gaussian_sample(mean, log_std, key)
-    q = nets.critic.apply(critic_params, features, action)
     log_alpha = actor_and_alpha["log_alpha"]
-    actor_loss = soft_actor_loss(value_fn(q), log_prob, jnp.exp(log_alpha))
+    actor_loss, log_prob = drq_actor_loss(nets, actor_and_alpha["actor"], critic_params,
+                                          features, key, value_fn, jnp.exp(log_alpha))
     alpha_loss = temperature_loss(log_alpha, log_prob, target_entropy)
     return actor_loss + alpha_loss, (actor_loss, alpha_loss, -jnp.mean(log_prob))
 
@@ -240,76 +258,3 @@ def seer_latent_capacity(replay_capacity: int, frame_bytes: int, latent_dim: int
     run's agent steps (it never needs more)."""
     return min(total_steps,
                int(np.floor(replay_capacity * frame_bytes / (latent_dim * 4 * 2 * num_copies))))
-
-
-def drqv2_latent_td_target(nets, actor_params, target_critic_params,
-                           next_critic_z: jnp.ndarray, next_actor_z: jnp.ndarray,
-                           reward: jnp.ndarray, discount: jnp.ndarray, stddev: jnp.ndarray,
-                           stddev_clip: float, key: jax.Array, value_fn: ValueFn
-                           ) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """`drqv2_td_target` on stored latents (SEER): the actor's and the target critic's
-    heads on next_obs's frozen trunk outputs z' [B, F]. Returns (y [B], Q' [N, B])."""
-    next_mean = nets.actor.apply(actor_params, next_actor_z, method="head")
-    next_action = clipped_noise_action(next_mean, stddev, stddev_clip, key)
-    next_q = nets.critic.apply(target_critic_params, next_critic_z, next_action, method="head")
-    return bootstrapped_target(reward, discount, value_fn(next_q)), next_q
-
-
-def drqv2_latent_critic_loss(nets, critic_params, critic_z: jnp.ndarray, action: jnp.ndarray,
-                             target: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """`drqv2_critic_loss` on stored latents: the critic heads on obs's frozen critic trunk
-    output z [B, F]. Returns (loss, Q [N, B])."""
-    q = nets.critic.apply(critic_params, critic_z, action, method="head")
-    return ensemble_mse(q, target), q
-
-
-def drqv2_latent_actor_loss(nets, actor_params, critic_params, actor_z: jnp.ndarray,
-                            critic_z: jnp.ndarray, stddev: jnp.ndarray, stddev_clip: float,
-                            key: jax.Array, value_fn: ValueFn) -> jnp.ndarray:
-    """`drqv2_actor_loss` on stored latents: -mean V(z, mu(z_actor) + clipped noise)."""
-    mean = nets.actor.apply(actor_params, actor_z, method="head")
-    action = clipped_noise_action(mean, stddev, stddev_clip, key)
-    q = nets.critic.apply(critic_params, critic_z, action, method="head")
-    return deterministic_actor_loss(value_fn(q))
-
-
-def drq_latent_td_target(nets, params: dict, target_params: dict,
-                         next_critic_z: jnp.ndarray, next_actor_z: jnp.ndarray,
-                         reward: jnp.ndarray, discount: jnp.ndarray, key: jax.Array,
-                         value_fn: ValueFn) -> jnp.ndarray:
-    """`drq_td_target` on stored latents (SEER): K picked copies of next_obs's frozen trunk
-    outputs, [K * B, F] each (copy-major), stand for its K augmentations. -> y [B]."""
-    num_copies = next_critic_z.shape[0] // reward.shape[0]
-    mean, log_std = nets.actor.apply(params["actor"], next_actor_z, method="head")
-    next_action, next_log_prob = tanh_gaussian_sample(mean, log_std, key)
-    next_q = nets.critic.apply(target_params["critic"], next_critic_z, next_action,
-                               method="head")
-    per_copy = lambda x: x.reshape(num_copies, -1)
-    return soft_k_averaged_target(reward, discount, per_copy(value_fn(next_q)),
-                                  per_copy(next_log_prob), jnp.exp(params["log_alpha"]))
-
-
-def drq_latent_critic_loss(nets, critic_params, critic_z: jnp.ndarray, action: jnp.ndarray,
-                           target: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """`drq_critic_loss` on stored latents: M picked copies [M * B, F] (copy-major) of obs's
-    frozen critic trunk output. Returns (loss, Q [N, M, B])."""
-    num_copies = critic_z.shape[0] // action.shape[0]
-    q = nets.critic.apply(critic_params, critic_z, jnp.tile(action, (num_copies, 1)),
-                          method="head")
-    q = q.reshape(q.shape[0], num_copies, -1)
-    return m_averaged_critic_loss(q, target), q
-
-
-def drq_latent_actor_and_temperature_loss(nets, actor_and_alpha: dict, critic_params,
-                                          actor_z: jnp.ndarray, critic_z: jnp.ndarray,
-                                          key: jax.Array, value_fn: ValueFn,
-                                          target_entropy: float):
-    """`drq_actor_and_temperature_loss` on stored latents (obs's frozen trunk outputs
-    [B, F]). Returns (sum, (actor loss, temperature loss, entropy estimate))."""
-    mean, log_std = nets.actor.apply(actor_and_alpha["actor"], actor_z, method="head")
-    action, log_prob = tanh_gaussian_sample(mean, log_std, key)
-    q = nets.critic.apply(critic_params, critic_z, action, method="head")
-    log_alpha = actor_and_alpha["log_alpha"]
-    actor_loss = soft_actor_loss(value_fn(q), log_prob, jnp.exp(log_alpha))
-    alpha_loss = temperature_loss(log_alpha, log_prob, target_entropy)
-    return actor_loss + alpha_loss, (actor_loss, alpha_loss, -jnp.mean(log_prob))

@@ -1,52 +1,146 @@
-"""Assembles an agent's network parts from the config: encoder, actor, critic ensemble."""
+"""An agent's parts and their registries: encoder, actor and critic kinds.
+
+What varies between methods is chosen by the config through these three interfaces:
+- an encoder kind builds the module obs [B, ...] -> features [B, D] (`ENCODERS`);
+- an actor kind (`ActorKind`, in `ACTORS`) builds the policy network and says how it samples
+  for the losses and how it acts;
+- a critic kind (`CriticKind`, in `CRITICS`) says which value the target and the actor take
+  from the ensemble's Q [N, B], which scalars it learns, and its step after the critic's.
+The A-LIX regulariser is the encoder's `lix_context` plus `steps.lix_step`.
+
+A new kind is one module that builds its kind and one `register_*` line; the bases
+(agents/ddpg.py, agents/sac.py) call the kinds only through these interfaces
+(docs/algorithms.md, "Adding a part").
+"""
 import dataclasses
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 from dm_env import specs
 
 from pixelzoo import networks
 from pixelzoo.agents.config import Config
+from pixelzoo.agents.losses import Exploration, ValueFn
+
+@dataclasses.dataclass(frozen=True)
+class ActorKind:
+    """One kind of actor.
+
+    build(config, action_dim, dense_inputs, trunk_tanh) -> module: features [B, D] -> the
+        policy's outputs (with `trunk` and `head` methods, as networks.*Actor).
+    sample(module, params, features [B, D], key, exploration) -> (action [B, A] in [-1, 1],
+        log_prob [B]): the reparameterised draw the losses and targets use.
+    act(module, params, features [B, D], key, eval_mode, exploration) -> action [B, A].
+    bases: the base algorithms it fits ('ddpg', 'sac').
+    """
+
+    build: Callable[[Config, int, bool, bool], nn.Module]
+    sample: Callable[..., tuple[jnp.ndarray, jnp.ndarray]]
+    act: Callable[..., jnp.ndarray]
+    bases: tuple[str, ...]
 
 
 @dataclasses.dataclass(frozen=True)
-class Parts:
-    """The flax modules of one agent.
+class CriticStepResult:
+    """What a critic kind's step after the critic step returns: the scalars it learns
+    (new values, new optimiser states), the actor's value function and metrics."""
 
-    encoder: obs [B, ...] -> features [B, D] (conv maps flattened, or the raw state).
-    actor: features [B, D] -> mu [B, A] (ddpg) or (mean, log_std) [B, A] each (sac).
-    critic: (features [B, D], action [B, A]) -> Q [N, B].
+    params: dict
+    opt_states: dict
+    actor_value_fn: ValueFn
+    metrics: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class CriticKind:
+    """One kind of critic ensemble (the networks are networks.CriticEnsemble).
+
+    value_fn(config, params) -> Q [N, B] -> V [B]: the value the TD target takes from the
+        target critics, with the agent's current parameters (e.g. GPL's beta).
+    learned_scalars(config) -> {name: (initial value, optax optimiser)}: scalars it adds
+        to the agent's parameters, each with its own optimiser state.
+    step(config, params, opt_states, q [N, B], target [B], agent_step) -> CriticStepResult:
+        its step after the critic step (None: none; the actor uses `value_fn`).
+    config_errors(config) -> problems with the config for this kind (messages).
     """
 
-    encoder: nn.Module
-    actor: nn.Module
-    critic: nn.Module
+    value_fn: Callable[[Config, dict], ValueFn]
+    learned_scalars: Callable[[Config], dict[str, tuple[float, optax.GradientTransformation]]] \
+        = lambda config: {}
+    step: Callable[..., CriticStepResult] | None = None
+    config_errors: Callable[[Config], list[str]] = lambda config: []
+
+
+# Registries: config name -> kind. Filled by agents/actors.py, agents/critics.py and below.
+ENCODERS: dict[str, Callable[[Config], nn.Module]] = {}
+ACTORS: dict[str, ActorKind] = {}
+CRITICS: dict[str, CriticKind] = {}
+# The actor each base uses when config.actor is 'auto'.
+BASE_ACTORS = {"ddpg": "deterministic", "sac": "tanh_gaussian"}
+
+
+def register_encoder(name: str, build: Callable[[Config], nn.Module]) -> None:
+    ENCODERS[name] = build
+
+
+def register_actor(name: str, kind: ActorKind) -> None:
+    ACTORS[name] = kind
+
+
+def register_critic(name: str, kind: CriticKind) -> None:
+    CRITICS[name] = kind
+
+
+register_encoder("conv", lambda config: networks.ConvEncoder(centered=config.centered_pixels))
+register_encoder("flare", lambda config: networks.FlareEncoder(centered=config.centered_pixels))
+register_encoder("state", lambda config: networks.StateEncoder())
 
 
 def is_pixels(obs_spec: specs.Array) -> bool:
     return len(obs_spec.shape) == 3
 
 
+def actor_name(config: Config) -> str:
+    """config.actor, or the base's own actor when it is 'auto'."""
+    return BASE_ACTORS.get(config.base, "") if config.actor == "auto" else config.actor
+
+
+@dataclasses.dataclass(frozen=True)
+class Parts:
+    """The parts of one agent: its flax modules and its actor and critic kinds.
+
+    encoder: obs [B, ...] -> features [B, D] (conv maps flattened, or the raw state).
+    actor: features [B, D] -> the policy's outputs (actor_kind says what they mean).
+    critic: (features [B, D], action [B, A]) -> Q [N, B].
+    """
+
+    encoder: Any
+    actor: Any
+    critic: Any
+    actor_kind: ActorKind | None = None
+    critic_kind: CriticKind | None = None
+
+    def sample(self, actor_params, features: jnp.ndarray, key: jax.Array,
+               exploration: Exploration | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """(action [B, A], log_prob [B]) drawn by the actor kind for the losses."""
+        return self.actor_kind.sample(self.actor, actor_params, features, key, exploration)
+
+
 def build_parts(config: Config, obs_spec: specs.Array, action_dim: int) -> Parts:
-    if not is_pixels(obs_spec):
-        encoder = networks.StateEncoder()
-    elif config.encoder == "flare":
-        encoder = networks.FlareEncoder(centered=config.centered_pixels)
-    else:
-        encoder = networks.ConvEncoder(centered=config.centered_pixels)
+    """The modules and kinds `config` names (the state encoder for vector observations)."""
+    encoder_name = config.encoder if is_pixels(obs_spec) else "state"
     dense_inputs = config.mlp == "d2rl"
     trunk_tanh = config.encoder != "flare"
-    if config.base == "ddpg":
-        actor = networks.DeterministicActor(action_dim, config.feature_dim, config.hidden_dims,
-                                            dense_inputs, trunk_tanh)
-    else:
-        actor = networks.TanhGaussianActor(action_dim, config.feature_dim, config.hidden_dims,
-                                           dense_inputs, config.log_std_min,
-                                           config.log_std_max, trunk_tanh)
-    critic = networks.CriticEnsemble(config.num_critics, config.feature_dim, config.hidden_dims,
-                                     dense_inputs, trunk_tanh)
-    return Parts(encoder=encoder, actor=actor, critic=critic)
+    actor_kind = ACTORS[actor_name(config)]
+    return Parts(
+        encoder=ENCODERS[encoder_name](config),
+        actor=actor_kind.build(config, action_dim, dense_inputs, trunk_tanh),
+        critic=networks.CriticEnsemble(config.num_critics, config.feature_dim,
+                                       config.hidden_dims, dense_inputs, trunk_tanh),
+        actor_kind=actor_kind, critic_kind=CRITICS[config.critic])
 
 
 def init_params(parts: Parts, obs_spec: specs.Array, action_dim: int,

@@ -10,6 +10,7 @@ import optax
 
 from pixelzoo.agents import losses
 from pixelzoo.agents.config import Config
+from pixelzoo.agents.parts import CriticStepResult
 
 
 def value_fn(config: Config, beta: jnp.ndarray | None = None) -> losses.ValueFn:
@@ -46,15 +47,17 @@ def dual_beta_step(config: Config, beta: jnp.ndarray, opt_state, q: jnp.ndarray,
 
 
 def gpl_step(config: Config, params: dict, opt_states: dict, q: jnp.ndarray,
-             target: jnp.ndarray, agent_step: jnp.ndarray) -> tuple[jnp.ndarray, dict]:
-    """GPL's part of an update, run after the critic step.
+             target: jnp.ndarray, agent_step: jnp.ndarray) -> CriticStepResult:
+    """GPL's step after the critic step: beta's dual TD-learning step (`dual_beta_step`).
 
-    Returns the actor's beta_pi (from the beta before this step, as the critic used) and
-    updates params['beta'] / opt_states['beta'] in place by `dual_beta_step`. Metrics: beta,
-    beta_actor, td_error_mean."""
+    The actor's beta_pi comes from the beta before this step, as the critic used. Returns
+    the new beta and its optimiser state, the actor's value function and the metrics beta,
+    beta_actor, td_error_mean. Changes none of its arguments."""
     beta = params["beta"]
     beta_pi = actor_beta(config, beta, agent_step)
-    params["beta"], opt_states["beta"], td_error_mean = dual_beta_step(
+    new_beta, beta_opt_state, td_error_mean = dual_beta_step(
         config, beta, opt_states["beta"], q, target)
-    return beta_pi, {"beta": params["beta"], "beta_actor": beta_pi,
-                     "td_error_mean": td_error_mean}
+    return CriticStepResult(
+        params={"beta": new_beta}, opt_states={"beta": beta_opt_state},
+        actor_value_fn=functools.partial(losses.gpl_penalised_value, beta=beta_pi),
+        metrics={"beta": new_beta, "beta_actor": beta_pi, "td_error_mean": td_error_mean})

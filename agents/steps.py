@@ -1,0 +1,92 @@
+"""The steps an update is made of, shared by the bases (agents/ddpg.py, agents/sac.py).
+
+Each is a pure function over explicit arguments that returns new values (parameters,
+optimiser states, metrics) and changes none of its arguments. The base-specific critic and
+actor steps are in the base modules; these are the ones any base may take:
+`lix_step`, `pessimism_step`, `temperature_step`, `target_step`.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from pixelzoo.agents import losses
+from pixelzoo.agents.common import Metrics, UpdateSetup, agent_step, apply_optimizer, polyak
+from pixelzoo.agents.config import Config
+from pixelzoo.agents.parts import CriticKind, ValueFn
+from pixelzoo.agents.seer import FROZEN, frozen_labels
+from pixelzoo.networks import LixContext
+
+sg = jax.lax.stop_gradient
+
+
+def lix_contexts(setup: UpdateSetup, params: dict,
+                 key: jax.Array) -> tuple[LixContext | None, LixContext | None]:
+    """A-LIX's (obs, next_obs) contexts: shifts up to lix_max_shift * sg(P) pixels; the obs
+    pass also probes ND for P's dual gradient. (None, None) without LIX, or once SEER has
+    frozen the encoder."""
+    config = setup.config
+    if not config.lix or setup.frozen:
+        return None, None
+    max_shift = config.lix_max_shift * sg(params["lix_p"])
+    key_obs, key_next = jax.random.split(key)
+    return (LixContext(max_shift, key_obs, nd_target=config.lix_nd_target),
+            LixContext(max_shift, key_next))
+
+
+def lix_step(setup: UpdateSetup, p: jnp.ndarray, opt_state, nd_gradient: jnp.ndarray | None
+             ) -> tuple[jnp.ndarray, object, Metrics]:
+    """A-LIX's step on P with the dual gradient nd_target - ND from the critic step
+    (`losses.lix_p_update`). After SEER's freeze P no longer learns (no gradient reaches
+    the encoder): unchanged, reported without ND. Returns (P, opt_state, metrics)."""
+    config = setup.config
+    if setup.frozen:
+        return p, opt_state, {"lix_p": p, "lix_max_shift": config.lix_max_shift * p}
+    new_p, opt_state = losses.lix_p_update(setup.optimizers.lix_p, p, opt_state, nd_gradient)
+    return new_p, opt_state, {"lix_p": new_p, "lix_max_shift": config.lix_max_shift * sg(p),
+                              "lix_nd": config.lix_nd_target - nd_gradient}
+
+
+def pessimism_step(config: Config, critic_kind: CriticKind, params: dict, opt_states: dict,
+                   q: jnp.ndarray, target: jnp.ndarray, update_step: jnp.ndarray,
+                   ) -> tuple[dict, dict, ValueFn, Metrics]:
+    """The critic kind's step after the critic step (GPL: beta's dual step), on the critics'
+    Q [N, B] before their update and the target [B]. Returns (params, opt_states with the
+    kind's scalars updated, the actor's value function, metrics)."""
+    if critic_kind.step is None:
+        return params, opt_states, critic_kind.value_fn(config, params), {}
+    result = critic_kind.step(config, params, opt_states, q, target,
+                              agent_step(config, update_step))
+    return ({**params, **result.params}, {**opt_states, **result.opt_states},
+            result.actor_value_fn, result.metrics)
+
+
+def temperature_step(optimizer: optax.GradientTransformation, log_alpha: jnp.ndarray,
+                     opt_state, log_prob: jnp.ndarray, target_entropy: float,
+                     ) -> tuple[jnp.ndarray, object, Metrics]:
+    """SAC's temperature step on `losses.temperature_loss` with the actor step's log pi
+    [B]. Returns (log_alpha, opt_state, {'alpha_loss'})."""
+    loss, grad = jax.value_and_grad(losses.temperature_loss)(log_alpha, log_prob,
+                                                            target_entropy)
+    log_alpha, opt_state = apply_optimizer(optimizer, grad, opt_state, log_alpha)
+    return log_alpha, opt_state, {"alpha_loss": loss}
+
+
+def target_step(config: Config, update_step: jnp.ndarray, target_params: dict, params: dict,
+                frozen: bool = False) -> dict:
+    """Each group of target_params Polyak-averaged towards params[group] with rate tau on
+    the updates where update_step % target_update_every == 0, unchanged on the others.
+    frozen (after SEER's freeze): the frozen leaves are not averaged."""
+    online = {group: params[group] for group in target_params}
+
+    def average() -> dict:
+        if not frozen:
+            return polyak(target_params, online, config.tau)
+        average_leaf = functools.partial(polyak, tau=config.tau)
+        return jax.tree.map(lambda old, new, label: old if label == FROZEN
+                            else average_leaf(old, new),
+                            target_params, online, frozen_labels(target_params))
+
+    return jax.lax.cond(update_step % config.target_update_every == 0, average,
+                        lambda: target_params)
