@@ -196,8 +196,16 @@ def _choice_error(field: str, value: Any, choices: tuple) -> str:
 
 def validate(config: Config) -> list[str]:
     """Every problem with `config` as a short message (empty list when it is valid)."""
-    errors = []
+    errors = _choice_and_type_errors(config)
+    if errors:
+        return errors
+    return _range_errors(config) + _part_errors(config) + _combination_errors(config)
+
+
+def _choice_and_type_errors(config: Config) -> list[str]:
+    """Unknown part names (the registries' for encoders, actors, critics) and wrong types."""
     from pixelzoo.agents import parts   # the registries (parts imports this module)
+    errors = []
     pixel_encoders = tuple(name for name in parts.ENCODERS if name != "state")
     for field, choices in (("base", BASES), ("encoder", pixel_encoders), ("aug", AUGS),
                            ("actor", ("auto", *parts.ACTORS)), ("critic", tuple(parts.CRITICS)),
@@ -210,24 +218,24 @@ def validate(config: Config) -> list[str]:
             continue
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             errors.append(f"{name}={value!r} must be of type {expected.__name__}")
-    if errors:
-        return errors
+    return errors
 
-    def at_least(name: str, low: float) -> None:
-        if getattr(config, name) < low:
-            errors.append(f"{name}={getattr(config, name)!r} must be >= {low}")
 
+def _range_errors(config: Config) -> list[str]:
+    """Numbers outside their range."""
+    errors = []
     for name in ("frame_stack", "action_repeat", "batch_size", "feature_dim", "hidden_dim",
                  "nstep", "update_every_steps", "updates_per_call", "actor_update_every",
-                 "target_update_every",
-                 "num_critics", "mlp_depth", "replay_capacity", "num_target_augs",
-                 "num_q_augs", "eval_every_frames", "checkpoint_every_frames",
-                 "log_every_frames", "stddev_steps", "seer_num_copies"):
-        at_least(name, 1)
+                 "target_update_every", "num_critics", "mlp_depth", "replay_capacity",
+                 "num_target_augs", "num_q_augs", "eval_every_frames",
+                 "checkpoint_every_frames", "log_every_frames", "stddev_steps",
+                 "seer_num_copies"):
+        if getattr(config, name) < 1:
+            errors.append(f"{name}={getattr(config, name)!r} must be >= 1")
     for name in ("num_seed_frames", "num_eval_episodes", "stddev_final", "stddev_clip",
-                 "seer_freeze_frames",
-                 "lix_max_shift", "optimism_decay_steps"):
-        at_least(name, 0)
+                 "seer_freeze_frames", "lix_max_shift", "optimism_decay_steps"):
+        if getattr(config, name) < 0:
+            errors.append(f"{name}={getattr(config, name)!r} must be >= 0")
     for name in ("lr", "init_temperature", "stddev_init", "lix_lr", "gpl_beta_lr"):
         if getattr(config, name) <= 0:
             errors.append(f"{name}={getattr(config, name)!r} must be > 0")
@@ -237,28 +245,41 @@ def validate(config: Config) -> list[str]:
         errors.append(f"tau={config.tau!r} must be in (0, 1]")
     if config.log_std_min >= config.log_std_max:
         errors.append("log_std_min must be < log_std_max")
+    if config.optimism_shift > 0:
+        errors.append("optimism_shift must be <= 0 (an optimistic shift lowers beta)")
+    if not 0 <= config.lix_init <= 1:
+        errors.append(f"lix_init={config.lix_init!r} must be in [0, 1]")
+    if not 0 <= config.lix_b1 < 1 or not 0 <= config.gpl_beta_b1 < 1:
+        errors.append("lix_b1 and gpl_beta_b1 must be in [0, 1)")
     if config.obs_type == "pixels" and config.image_size < min_image_size():
         errors.append(f"image_size={config.image_size} is too small for the conv encoder; "
                       f"allowed range: image_size >= {min_image_size()}")
+    return errors
+
+
+def _part_errors(config: Config) -> list[str]:
+    """What the chosen critic kind refuses, and an actor kind on a base it does not fit."""
+    from pixelzoo.agents import parts
+    errors = list(parts.CRITICS[config.critic].config_errors(config))
+    actor = parts.actor_name(config)
+    if config.base not in parts.ACTORS[actor].bases:
+        errors.append(f"actor={actor!r} does not fit base={config.base!r}; it fits "
+                      f"{', '.join(parts.ACTORS[actor].bases)} (actor='auto' picks the "
+                      "base's own)")
+    return errors
+
+
+def _combination_errors(config: Config) -> list[str]:
+    """Fields that make no sense together."""
+    errors = []
     if config.batch_size > config.replay_capacity:
         errors.append(f"batch_size={config.batch_size} is larger than "
                       f"replay_capacity={config.replay_capacity}")
     if config.obs_type == "state" and config.aug != "none":
         errors.append(f"aug={config.aug!r} needs pixel observations; use aug='none' with "
                       "obs_type='state'")
-    errors.extend(parts.CRITICS[config.critic].config_errors(config))
-    actor = parts.actor_name(config)
-    if config.base not in parts.ACTORS[actor].bases:
-        errors.append(f"actor={actor!r} does not fit base={config.base!r}; it fits "
-                      f"{', '.join(parts.ACTORS[actor].bases)} (actor='auto' picks the base's own)")
-    if config.optimism_shift > 0:
-        errors.append("optimism_shift must be <= 0 (an optimistic shift lowers beta)")
     if config.optimism_shift != 0 and config.critic != "gpl":
         errors.append("optimism_shift applies to critic='gpl' only")
-    if not 0 <= config.lix_init <= 1:
-        errors.append(f"lix_init={config.lix_init!r} must be in [0, 1]")
-    if not 0 <= config.lix_b1 < 1 or not 0 <= config.gpl_beta_b1 < 1:
-        errors.append("lix_b1 and gpl_beta_b1 must be in [0, 1)")
     if config.obs_type == "state" and (config.lix or config.encoder != "conv"):
         errors.append("lix and encoder='flare' need pixel observations (obs_type='pixels')")
     if config.lix and config.base != "ddpg":
