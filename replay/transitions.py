@@ -68,20 +68,32 @@ def nstep_return(rewards: Array, discounts: Array, gamma: float,
     return total, accumulated_discount
 
 
-def stack_frame_indices(indices: Array, positions: Array, frame_stack: int, xp: Any) -> Array:
-    """Global timestep indices int [..., k] of the frames of each stack, oldest first.
+def frame_index(indices: Array, positions: Array, age: Array, xp: Any) -> Array:
+    """Global index of the frame `age` timesteps back in the stack of each timestep.
 
     The stack of timestep g holds the frames of g-k+1..g; before its episode's start the
     first frame repeats (as the environment fills its stack on reset).
 
     Args:
       indices: int [...] (or a Python int), global timestep indices g.
-      positions: int [...], their episode positions.
+      positions: int [...] (or a Python int), their episode positions.
+      age: int, broadcastable against indices: 0 (the newest frame) .. k-1 (the oldest).
+      xp: numpy or jax.numpy.
+    """
+    return indices - xp.minimum(age, positions)
+
+
+def stack_frame_indices(indices: Array, positions: Array, frame_stack: int, xp: Any) -> Array:
+    """Global indices int [B, k] of the frames of each stack, oldest first (frame_index).
+
+    Args:
+      indices: int [B], global timestep indices.
+      positions: int [B], their episode positions.
       frame_stack: k.
       xp: numpy or jax.numpy.
     """
     ages = xp.arange(frame_stack - 1, -1, -1)  # k-1, ..., 0 timesteps back
-    return xp.asarray(indices)[..., None] - xp.minimum(ages, xp.asarray(positions)[..., None])
+    return frame_index(indices[:, None], positions[:, None], ages, xp)
 
 
 def is_stack_stored(indices: Array, positions: Array, num_added: int, layout: Layout,
@@ -90,13 +102,13 @@ def is_stack_stored(indices: Array, positions: Array, num_added: int, layout: La
 
     Args:
       indices: int [...] (or a Python int), global timestep indices.
-      positions: int [...], their episode positions.
+      positions: int [...] (or a Python int), their episode positions.
       num_added: timesteps ever added.
       layout: the storage's (capacity and frame_stack are read).
       xp: numpy or jax.numpy.
     """
-    oldest = oldest_stored_index(num_added, layout.capacity)
-    return stack_frame_indices(indices, positions, layout.frame_stack, xp)[..., 0] >= oldest
+    oldest_frame = frame_index(indices, positions, layout.frame_stack - 1, xp)
+    return oldest_frame >= oldest_stored_index(num_added, layout.capacity)
 
 
 def is_sampleable(starts: Array, episode_positions: Array, num_added: int, layout: Layout,
