@@ -141,6 +141,7 @@ class ReplayBuffer:
             timestep always starts a new episode, even if the last one did not end.
           action: None for a FIRST timestep; otherwise the action [A] that led to it.
         """
+        layout = self._layout
         obs = np.asarray(timestep.observation)
         if obs.shape != self._obs_shape or obs.dtype != self._obs_dtype:
             raise ValueError(f"observation: expected {self._obs_shape} {self._obs_dtype}, "
@@ -161,10 +162,10 @@ class ReplayBuffer:
             if action.shape != self._action_shape:
                 raise ValueError(f"action: expected shape {self._action_shape}, "
                                  f"got {action.shape}.")
-            previous = (self._num_added - 1) % self.capacity
+            previous = (self._num_added - 1) % layout.capacity
             position = int(self._episode_positions[previous]) + 1
-        slot = self._num_added % self.capacity
-        if self.pixels:
+        slot = self._num_added % layout.capacity
+        if layout.pixels:
             transitions.copy_channels(self._observations[slot], obs[..., -_FRAME_CHANNELS:])
         else:
             self._observations[slot] = obs
@@ -174,7 +175,7 @@ class ReplayBuffer:
         self._episode_positions[slot] = position
         self._num_added += 1
         self._episode_open = not timestep.last()
-        start = self._num_added - 1 - self.nstep
+        start = self._num_added - 1 - layout.nstep
         if start >= 0 and self._is_sampleable(start):
             self._newest_start = start
 
