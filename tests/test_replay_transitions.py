@@ -170,8 +170,9 @@ def test_stack_frames_and_the_first_complete_timestep_equal_brute_force():
 
 def test_frames_on_channels_is_the_same_in_numpy_and_jax():
     rng = np.random.default_rng(4)
-    frames = [rng.integers(0, 256, (5, 4, 4, 3), dtype=np.uint8) for _ in range(3)]
-    want = np.concatenate(frames, axis=-1)
-    np.testing.assert_array_equal(transitions.frames_on_channels(iter(frames), 3, np), want)
-    got = jax.jit(lambda *f: transitions.frames_on_channels(f, 3, jnp))(*frames)
+    ring = rng.integers(0, 256, (7, 4, 4, 3), dtype=np.uint8)
+    slots = rng.integers(0, 7, (5, 3))
+    want = np.concatenate([ring[slots[:, j]] for j in range(3)], axis=-1)     # [5, 4, 4, 9]
+    np.testing.assert_array_equal(transitions.frames_on_channels(ring, slots, np), want)
+    got = jax.jit(lambda r, s: transitions.frames_on_channels(r, s, jnp))(ring, slots)
     np.testing.assert_array_equal(np.asarray(got), want)
