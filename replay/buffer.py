@@ -4,56 +4,22 @@ Each timestep is written once into a ring of `capacity` slots: for pixels only i
 newest frame (`observation[..., -3:]`, uint8 [H, W, 3]), plus the action that led to
 it, its reward, its environment discount and its position in its episode. Frame
 stacks are rebuilt when sampling, so a transition costs one frame, not
-2 * frame_stack frames.
-
-Timesteps are numbered globally in insertion order (0, 1, 2, ...); timestep g lives in
-slot g % capacity and is valid while g >= num_added - capacity. A transition is
-named by the global index t of its first timestep: obs = stack(t), action = action of
-t+1, reward/discount from timesteps t+1..t+n, next_obs = stack(t+n), all in t's
-episode (the official DrQ-v2 semantics).
+2 * frame_stack frames. Which starts can be sampled, how stacks are rebuilt and the
+n-step return are `replay.transitions` (shared with the device and latent replays).
 """
+import operator
 from typing import Any
 
 import dm_env
 import numpy as np
 from dm_env import specs
 
+from pixelzoo.replay import transitions
 from pixelzoo.replay.batch import Batch
 
 # Rejection-sampling rounds before sample() falls back to enumerating every valid index.
 _MAX_REJECTION_ROUNDS = 8
 _FRAME_CHANNELS = 3
-
-
-def nstep_return(rewards: np.ndarray, discounts: np.ndarray,
-                 gamma: float) -> tuple[np.ndarray, np.ndarray]:
-    """n-step return and bootstrap discount of reward windows.
-
-    Args:
-      rewards: float32 [B, n], r_{t+1}..r_{t+n}.
-      discounts: float32 [B, n], the environment discounts d_{t+1}..d_{t+n}.
-      gamma: the agent's per-step discount.
-
-    Returns:
-      (return, discount), float32 [B] each: sum_i gamma^i (prod_{j<i} d_{t+1+j})
-      r_{t+1+i} and gamma^n prod_i d_{t+1+i}, accumulated as the official code does.
-    """
-    total = np.zeros(rewards.shape[0], np.float32)
-    acc = np.ones(rewards.shape[0], np.float32)
-    for i in range(rewards.shape[1]):
-        total += acc * rewards[:, i]
-        acc *= discounts[:, i] * np.float32(gamma)
-    return total, acc
-
-
-def _copy_channels(dst: np.ndarray, src: np.ndarray) -> None:
-    """dst[..., c] = src[..., c] for each channel c.
-
-    Copying 3-channel pixels between arrays of different channel counts one channel at
-    a time is several times faster in numpy than copying 3-byte pixels.
-    """
-    for c in range(src.shape[-1]):
-        dst[..., c] = src[..., c]
 
 
 class ReplayBuffer:
@@ -80,8 +46,8 @@ class ReplayBuffer:
         """
         obs_shape = tuple(int(d) for d in obs_spec.shape)
         obs_dtype = np.dtype(obs_spec.dtype)
-        self._pixels = obs_dtype == np.uint8 and len(obs_shape) == 3
-        if self._pixels:
+        pixels = obs_dtype == np.uint8 and len(obs_shape) == 3
+        if pixels:
             channels = obs_shape[-1]
             if channels % _FRAME_CHANNELS:
                 raise ValueError(f"pixel observations need 3 channels per frame; obs_spec "
@@ -90,13 +56,13 @@ class ReplayBuffer:
             if frame_stack is not None and frame_stack != inferred:
                 raise ValueError(f"frame_stack={frame_stack} does not match obs_spec shape "
                                  f"{obs_shape}: expected {inferred} (channels // 3).")
-            self._frame_stack = inferred
+            frame_stack = inferred
             frame_shape = obs_shape[:-1] + (_FRAME_CHANNELS,)
         else:
             if frame_stack not in (None, 1):
                 raise ValueError(f"state observations (obs_spec {obs_shape} {obs_dtype}) "
                                  f"take frame_stack 1, got {frame_stack}.")
-            self._frame_stack = 1
+            frame_stack = 1
             frame_shape = obs_shape
         if int(nstep) != nstep or nstep < 1:
             raise ValueError(f"nstep must be an integer >= 1, got {nstep}.")
@@ -105,42 +71,36 @@ class ReplayBuffer:
         self._obs_shape = obs_shape
         self._obs_dtype = obs_dtype
         self._action_shape = tuple(int(d) for d in action_spec.shape)
-        self._capacity = int(capacity)
-        self._nstep = int(nstep)
-        self._discount = float(discount)
-        self._observations = np.zeros((self._capacity,) + frame_shape, obs_dtype)
-        self._actions = np.zeros((self._capacity,) + self._action_shape, np.float32)
-        self._rewards = np.zeros(self._capacity, np.float32)
-        self._discounts = np.zeros(self._capacity, np.float32)
-        self._episode_positions = np.zeros(self._capacity, np.int32)
+        self._layout = transitions.Layout(capacity=int(capacity), nstep=int(nstep),
+                                          discount=float(discount), frame_stack=frame_stack,
+                                          pixels=pixels)
+        capacity = self._layout.capacity
+        self._observations = np.zeros((capacity,) + frame_shape, obs_dtype)
+        self._actions = np.zeros((capacity,) + self._action_shape, np.float32)
+        self._rewards = np.zeros(capacity, np.float32)
+        self._discounts = np.zeros(capacity, np.float32)
+        self._episode_positions = np.zeros(capacity, np.int32)
         self._num_added = 0  # timesteps ever added: the next global index
         self._episode_open = False  # the last timestep added was not LAST
         self._newest_start = -1  # newest global start that became sampleable (-1: none)
 
     # ----------------------------------------------------------------- properties
     @property
-    def capacity(self) -> int:
-        """Number of timestep slots."""
-        return self._capacity
+    def layout(self) -> transitions.Layout:
+        """The static facts: capacity, nstep, discount, frame_stack, pixels (each also a
+        property of the buffer)."""
+        return self._layout
 
-    @property
-    def nstep(self) -> int:
-        return self._nstep
-
-    @property
-    def discount(self) -> float:
-        """gamma, the per-step discount."""
-        return self._discount
-
-    @property
-    def frame_stack(self) -> int:
-        """Frames per observation (1 for state observations)."""
-        return self._frame_stack
-
-    @property
-    def pixels(self) -> bool:
-        """Whether observations are stacked uint8 frames (stored one frame per timestep)."""
-        return self._pixels
+    capacity = property(operator.attrgetter("_layout.capacity"),
+                        doc="Number of timestep slots.")
+    nstep = property(operator.attrgetter("_layout.nstep"), doc="n of the n-step return.")
+    discount = property(operator.attrgetter("_layout.discount"),
+                        doc="gamma, the per-step discount.")
+    frame_stack = property(operator.attrgetter("_layout.frame_stack"),
+                           doc="Frames per observation (1 for state observations).")
+    pixels = property(operator.attrgetter("_layout.pixels"),
+                      doc="Whether observations are stacked uint8 frames (stored one frame "
+                          "per timestep).")
 
     @property
     def num_added(self) -> int:
@@ -161,7 +121,7 @@ class ReplayBuffer:
         never decreases with the start, so if the newest start that ever became sampleable
         has expired, every older one has too.
         """
-        return self._newest_start >= 0 and self._start_is_sampleable(self._newest_start)
+        return self._newest_start >= 0 and bool(self._is_sampleable(self._newest_start))
 
     @property
     def nbytes(self) -> int:
@@ -170,7 +130,7 @@ class ReplayBuffer:
 
     def __len__(self) -> int:
         """Number of timesteps stored (<= capacity)."""
-        return min(self._num_added, self._capacity)
+        return min(self._num_added, self.capacity)
 
     # ----------------------------------------------------------------- adding
     def add(self, timestep: dm_env.TimeStep, action: np.ndarray | None = None) -> None:
@@ -181,6 +141,7 @@ class ReplayBuffer:
             timestep always starts a new episode, even if the last one did not end.
           action: None for a FIRST timestep; otherwise the action [A] that led to it.
         """
+        layout = self._layout
         obs = np.asarray(timestep.observation)
         if obs.shape != self._obs_shape or obs.dtype != self._obs_dtype:
             raise ValueError(f"observation: expected {self._obs_shape} {self._obs_dtype}, "
@@ -201,11 +162,11 @@ class ReplayBuffer:
             if action.shape != self._action_shape:
                 raise ValueError(f"action: expected shape {self._action_shape}, "
                                  f"got {action.shape}.")
-            previous = (self._num_added - 1) % self._capacity
+            previous = (self._num_added - 1) % layout.capacity
             position = int(self._episode_positions[previous]) + 1
-        slot = self._num_added % self._capacity
-        if self._pixels:
-            _copy_channels(self._observations[slot], obs[..., -_FRAME_CHANNELS:])
+        slot = self._num_added % layout.capacity
+        if layout.pixels:
+            transitions.copy_channels(self._observations[slot], obs[..., -_FRAME_CHANNELS:])
         else:
             self._observations[slot] = obs
         self._actions[slot] = 0.0 if first else action
@@ -214,39 +175,20 @@ class ReplayBuffer:
         self._episode_positions[slot] = position
         self._num_added += 1
         self._episode_open = not timestep.last()
-        start = self._num_added - 1 - self._nstep
-        if start >= 0 and self._start_is_sampleable(start):
+        start = self._num_added - 1 - layout.nstep
+        if start >= 0 and self._is_sampleable(start):
             self._newest_start = start
 
     # ----------------------------------------------------------------- sampling
-    def _is_sampleable(self, starts: np.ndarray) -> np.ndarray:
-        """bool [N]: whether each global start index names a transition now."""
-        oldest = self._num_added - self._capacity  # oldest valid global index (may be < 0)
-        ends = starts + self._nstep
-        in_range = (starts >= max(oldest, 0)) & (ends < self._num_added)
-        starts_c = np.where(in_range, starts, 0)
-        ends_c = np.where(in_range, ends, 0)
-        start_pos = self._episode_positions[starts_c % self._capacity].astype(np.int64)
-        end_pos = self._episode_positions[ends_c % self._capacity].astype(np.int64)
-        same_episode = end_pos == start_pos + self._nstep
-        # The obs stack reaches back to the episode start or k-1 timesteps.
-        first_read = starts - np.minimum(start_pos, self._frame_stack - 1)
-        return in_range & same_episode & (first_read >= oldest)
-
-    def _start_is_sampleable(self, start: int) -> bool:
-        """_is_sampleable for one global start, in plain Python (it runs on every add)."""
-        oldest, end = self._num_added - self._capacity, start + self._nstep
-        if start < max(oldest, 0) or end >= self._num_added:
-            return False
-        start_pos = int(self._episode_positions[start % self._capacity])
-        if int(self._episode_positions[end % self._capacity]) != start_pos + self._nstep:
-            return False
-        return start - min(start_pos, self._frame_stack - 1) >= oldest
+    def _is_sampleable(self, starts: np.ndarray | int) -> np.ndarray:
+        """bool [N] (or a bool for an int): whether each global start names a transition now."""
+        return transitions.is_sampleable(starts, self._episode_positions, self._num_added,
+                                         self._layout, np)
 
     def sampleable_indices(self) -> np.ndarray:
         """int64 [N]: every global start index that can be sampled now, ascending."""
-        low = max(self._num_added - self._capacity, 0)
-        candidates = np.arange(low, self._num_added - self._nstep, dtype=np.int64)
+        low = transitions.oldest_stored_index(self._num_added, self.capacity)
+        candidates = np.arange(low, self._num_added - self.nstep, dtype=np.int64)
         return candidates[self._is_sampleable(candidates)]
 
     def sample(self, batch_size: int, rng: int | np.random.Generator) -> Batch:
@@ -264,8 +206,8 @@ class ReplayBuffer:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         rng = np.random.default_rng(rng)
-        low = max(self._num_added - self._capacity, 0)
-        high = self._num_added - self._nstep  # candidate starts: [low, high)
+        low = transitions.oldest_stored_index(self._num_added, self.capacity)
+        high = self._num_added - self.nstep  # candidate starts: [low, high)
         if high <= low:
             raise ValueError(self._nothing_to_sample())
         chosen, needed = [], batch_size
@@ -285,7 +227,7 @@ class ReplayBuffer:
 
     def _nothing_to_sample(self) -> str:
         return (f"no transition can be sampled yet: {len(self)} timesteps stored, and a "
-                f"transition needs {self._nstep} more timesteps of its episode after it.")
+                f"transition needs {self.nstep} more timesteps of its episode after it.")
 
     def gather(self, indices: np.ndarray) -> Batch:
         """The transitions that start at the given global indices (int [B])."""
@@ -297,39 +239,19 @@ class ReplayBuffer:
         return self._gather(indices)
 
     def _gather(self, starts: np.ndarray) -> Batch:
-        ends = starts + self._nstep
-        window = starts[:, None] + np.arange(1, self._nstep + 1)  # [B, n]
-        reward, discount = nstep_return(self._rewards[window % self._capacity],
-                                        self._discounts[window % self._capacity],
-                                        self._discount)
-        return Batch(obs=self._stack(starts),
-                     action=self._actions[(starts + 1) % self._capacity],
-                     reward=reward, discount=discount, next_obs=self._stack(ends))
+        return transitions.gather_transitions(self._storage(), starts, self._layout, np)
 
     def observations(self, indices: np.ndarray) -> np.ndarray:
         """The (stacked) observations [N, *obs_shape] of stored timesteps (global indices
         [N]), frames oldest first."""
-        return self._stack(np.asarray(indices, np.int64))
+        return transitions.stacked_observations(
+            self._observations, self._episode_positions, np.asarray(indices, np.int64),
+            self._layout, np)
 
     @property
     def episode_open(self) -> bool:
         """Whether the last timestep added did not end its episode."""
         return self._episode_open
-
-    def _stack(self, indices: np.ndarray) -> np.ndarray:
-        """Observations [B, *obs_shape] of timesteps [B], frames oldest first."""
-        if not self._pixels:
-            return self._observations[indices % self._capacity]
-        positions = self._episode_positions[indices % self._capacity].astype(np.int64)
-        back = np.arange(self._frame_stack - 1, -1, -1)  # k-1, ..., 0
-        # Before the episode start the first frame repeats, as the env fills its stack.
-        sources = indices[:, None] - np.minimum(back[None, :], positions[:, None])
-        sources %= self._capacity
-        stacked = np.empty(indices.shape + self._obs_shape, np.uint8)
-        for j in range(self._frame_stack):
-            frame = self._observations[sources[:, j]]  # [B, H, W, 3]
-            _copy_channels(stacked[..., _FRAME_CHANNELS * j:_FRAME_CHANNELS * (j + 1)], frame)
-        return stacked
 
     # ----------------------------------------------------------------- checkpoints
     def storage_arrays(self) -> dict[str, np.ndarray]:
@@ -367,15 +289,15 @@ class ReplayBuffer:
         num_added = int(state["num_added"])
         if num_added < 0:
             raise ValueError(f"state['num_added'] must be >= 0, got {num_added}.")
-        stored = min(num_added, self._capacity)
+        stored = min(num_added, self.capacity)
         for key, target in self._storage().items():
             value = np.asarray(state[key])
             want = (stored, *target.shape[1:])
-            if value.shape[1:] == want[1:] and value.shape[0] == self._capacity:
+            if value.shape[1:] == want[1:] and value.shape[0] == self.capacity:
                 value = value[:stored]  # a whole ring, as older checkpoints saved it
             if value.shape != want or value.dtype != target.dtype:
                 raise ValueError(f"state[{key!r}]: expected {want} {target.dtype} (num_added "
-                                 f"{num_added}, capacity {self._capacity}), got {value.shape} "
+                                 f"{num_added}, capacity {self.capacity}), got {value.shape} "
                                  f"{value.dtype}.")
         for key, target in self._storage().items():
             target[:stored] = np.asarray(state[key])[:stored]

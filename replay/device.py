@@ -12,58 +12,29 @@ each added timestep is copied once (one frame). `gather` computes exactly the ho
 buffer's batch for the same indices.
 """
 import functools
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pixelzoo.replay import transitions
 from pixelzoo.replay.batch import Batch
 from pixelzoo.replay.buffer import ReplayBuffer
-
-_FRAME_CHANNELS = 3
-
-
-class Layout(NamedTuple):
-    """The static facts `gather` needs (hashable: a jit static argument)."""
-
-    capacity: int
-    nstep: int
-    discount: float
-    frame_stack: int
-    pixels: bool
+from pixelzoo.replay.transitions import Layout
 
 
 def layout_of(buffer: ReplayBuffer) -> Layout:
-    return Layout(buffer.capacity, buffer.nstep, buffer.discount, buffer.frame_stack,
-                  buffer.pixels)
+    """The buffer's static facts (`buffer.layout`), as `gather` takes them."""
+    return buffer.layout
 
 
 def gather(arrays: dict[str, jnp.ndarray], starts: jnp.ndarray, layout: Layout) -> Batch:
     """The transitions starting at global indices `starts` (int [B]), from device arrays
     laid out as ReplayBuffer's storage (observations [C, ...], actions [C, A], rewards,
-    discounts [C], episode_positions [C]). Same values as ReplayBuffer.gather."""
-    capacity, nstep = layout.capacity, layout.nstep
-    starts = starts.astype(jnp.int32)
-    window = (starts[:, None] + jnp.arange(1, nstep + 1)) % capacity        # [B, n]
-    rewards, discounts = arrays["rewards"][window], arrays["discounts"][window]
-    total = jnp.zeros(starts.shape, jnp.float32)
-    acc = jnp.ones(starts.shape, jnp.float32)
-    for i in range(nstep):   # the host's accumulation order, step by step
-        total = total + acc * rewards[:, i]
-        acc = acc * discounts[:, i] * jnp.float32(layout.discount)
-
-    def stack(indices: jnp.ndarray) -> jnp.ndarray:
-        if not layout.pixels:
-            return arrays["observations"][indices % capacity]
-        positions = arrays["episode_positions"][indices % capacity]
-        back = jnp.arange(layout.frame_stack - 1, -1, -1)
-        sources = (indices[:, None] - jnp.minimum(back[None, :], positions[:, None])) % capacity
-        frames = arrays["observations"][sources]                      # [B, k, H, W, 3]
-        return jnp.concatenate([frames[:, j] for j in range(layout.frame_stack)], axis=-1)
-
-    return Batch(obs=stack(starts), action=arrays["actions"][(starts + 1) % capacity],
-                 reward=total, discount=acc, next_obs=stack(starts + nstep))
+    discounts [C], episode_positions [C]). Same values as ReplayBuffer.gather: both are
+    transitions.gather_transitions."""
+    return transitions.gather_transitions(arrays, starts.astype(jnp.int32), layout, jnp)
 
 
 @functools.partial(jax.jit, donate_argnums=0)   # in place: no copy of the whole ring
@@ -103,7 +74,8 @@ class DeviceReplay:
         a restore)."""
         for lane, buffer in enumerate(self.buffers):
             added = buffer.num_added
-            first = max(self._synced[lane], added - buffer.capacity)
+            first = max(self._synced[lane],
+                        transitions.oldest_stored_index(added, buffer.capacity))
             if first >= added:
                 continue
             slots = np.arange(first, added) % buffer.capacity

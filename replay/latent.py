@@ -13,19 +13,21 @@ from typing import Callable
 import numpy as np
 from dm_env import specs
 
+from pixelzoo.replay import transitions
 from pixelzoo.replay.buffer import ReplayBuffer
 
 
 def first_complete_timestep(buffer: ReplayBuffer) -> int:
     """The oldest stored global index from which every timestep's frame stack is complete
     (at most frame_stack - 1 past the oldest: a stack may reach back before the ring)."""
-    oldest = max(buffer.num_added - buffer.capacity, 0)
-    positions = buffer.storage_arrays()["episode_positions"]
-    for index in range(oldest, min(oldest + buffer.frame_stack, buffer.num_added)):
-        position = int(positions[index % buffer.capacity])
-        if index - min(position, buffer.frame_stack - 1) >= oldest:
-            return index
-    return buffer.num_added
+    oldest = transitions.oldest_stored_index(buffer.num_added, buffer.capacity)
+    candidates = np.arange(oldest, min(oldest + buffer.frame_stack, buffer.num_added))
+    positions = buffer.storage_arrays()["episode_positions"][candidates % buffer.capacity]
+    complete = transitions.is_stack_stored(candidates, positions, buffer.num_added,
+                                           buffer.layout, np)
+    # A stack's oldest frame never moves back as the index grows: the first complete one
+    # is followed only by complete ones.
+    return int(candidates[complete][0]) if complete.any() else buffer.num_added
 
 
 def to_latent_replay(buffer: ReplayBuffer, latent_spec: specs.Array, capacity: int,
