@@ -40,9 +40,10 @@ def train(spec: RunSpec | Mapping[str, Any], workdir: str, should_stop: Callable
     `seed_shards` device groups (`agents.make_seed_mesh`). K = num_seeds seeds train
     together: one vmapped agent state, K environments and replays, every key, env seed and
     replay sample the same as in K single-seed runs. wandb: mirror the TensorBoard scalars
-    to Weights & Biases. Returns True when num_frames were reached, False when
+    to Weights & Biases (the W&B run's config: the config.json dict, or spec as given). Returns True when num_frames were reached, False when
     `should_stop()` asked to stop (after saving a checkpoint).
     """
+    identity = spec.identity() if isinstance(spec, RunSpec) else dict(spec)
     if not isinstance(spec, RunSpec):
         spec = RunSpec.from_identity(spec, num_devices, seed_shards)
     run = Run(spec, workdir)
@@ -54,7 +55,7 @@ def train(spec: RunSpec | Mapping[str, Any], workdir: str, should_stop: Callable
         resumed_frame = loop.step * run.config.action_repeat if restored else None
         logs = RunLogs(run, run.metric_names(state),
                        -1 if resumed_frame is None else resumed_frame, resumed_frame or 0,
-                       wandb)
+                       identity if wandb else None)
         _announce(run, logs, resumed_frame)
         return _run_loop(run, logs, state, loop, resumed_frame, should_stop)
     finally:

@@ -99,8 +99,9 @@ class RunLogs:
     seed. Only the primary process writes (every process calls the same methods)."""
 
     def __init__(self, run: Run, metric_names: list[str], logged_until: int, start_frame: int,
-                 wandb: bool = False):
-        """wandb: mirror every TensorBoard scalar to Weights & Biases."""
+                 wandb_config: dict | None = None):
+        """wandb_config: mirror every TensorBoard scalar to Weights & Biases, in a W&B run
+        with this config (None: no W&B)."""
         self.run = run
         self.recent_returns: collections.deque = collections.deque(maxlen=10)
         self.write = processes.is_primary()
@@ -115,8 +116,8 @@ class RunLogs:
                            EVAL_COLUMNS[:1] + seed_column + EVAL_COLUMNS[1:])
         self.train.truncate_after(logged_until)
         self.eval.truncate_after(logged_until)
-        self.boards = [TensorBoard(run.workdir)] + ([WandbLog(run.workdir, run.spec.identity())]
-                                                     if wandb else [])
+        self.boards = [TensorBoard(run.workdir)] + (
+            [WandbLog(run.workdir, wandb_config)] if wandb_config is not None else [])
 
     def _board(self, kind: str, seed: int, values: dict, frame: int) -> None:
         prefix = f"{kind}/seed_{seed}" if self.run.multi_seed else kind
