@@ -82,9 +82,9 @@ def check_run_spec(spec: RunSpec, devices: Sequence[Any] | None = None,
     Raises one ValueError listing every problem: unknown agent or task, bad numbers, the
     config's problems (`agents.config.validate`), a placement the devices do not allow, and
     what multi-process runs do not support yet."""
-    problems = _identity_problems(spec)
-    config_ok = not problems[1]
-    problems = problems[0] + problems[1]
+    problems, config_problems = _identity_problems(spec)
+    config_ok = not config_problems
+    problems += config_problems
     if config_ok and num_processes > 1 and (spec.config.replay == "device"
                                             or spec.config.seer_freeze_frames):
         problems.append("replay='device' and SEER run in one process for now; use "
@@ -116,10 +116,10 @@ def _identity_problems(spec: RunSpec) -> tuple[list[str], list[str]]:
         problems.append(f"--num_frames={spec.num_frames} must be > 0")
     if spec.num_seeds < 1:
         problems.append(f"--num_seeds={spec.num_seeds} must be >= 1")
-    last_seed = spec.seed + max(spec.num_seeds, 1) - 1 + EVAL_SEED_OFFSET
-    if spec.seed < 0 or last_seed >= MAX_ENV_SEED:
-        problems.append(f"--seed={spec.seed} must be in [0, {MAX_ENV_SEED - EVAL_SEED_OFFSET}"
-                        " - num_seeds] (environment seeds, evaluation's included)")
+    highest = MAX_ENV_SEED - EVAL_SEED_OFFSET - max(spec.num_seeds, 1)
+    if not 0 <= spec.seed <= highest:
+        problems.append(f"--seed={spec.seed} must be in [0, {highest}] (every environment "
+                        f"seed, evaluation's seed + {EVAL_SEED_OFFSET} included, is below 2**32)")
     return problems, validate(spec.config)
 
 
