@@ -11,7 +11,7 @@ over a (seed, data) device mesh (`agents.make_seed_mesh`), K environments and re
 import dataclasses
 import functools
 import os
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
