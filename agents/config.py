@@ -1,8 +1,9 @@
 """One frozen configuration for every agent, the named presets, per-task overrides.
 
-A run is described by a single `Config`: the agent's parts (base algorithm, encoder,
-augmentation, critic, MLP), its hyperparameters, and the environment / replay / schedule
-settings of the launcher. Presets (`PRESETS`) are named overrides of the defaults, which are
+A run is described by a single `Config` in two sections: agent fields (`AGENT_FIELDS`: the
+agent's parts, base algorithm, encoder, augmentation, critic, MLP, and its
+hyperparameters) and run fields (`RUN_FIELDS`: the environment / replay / schedule settings
+of the launcher). Presets (`PRESETS`) are named overrides of the defaults, which are
 the DrQ-v2 recipe (docs/algorithms.md, DrQ-v2); `task_overrides` holds the per-task changes of
 each paper's recipe. Frames are environment steps (before action repeat), steps are agent
 steps.
@@ -122,6 +123,13 @@ class Config:
 
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Config))
+# The two sections of a Config. Run fields say how the launcher runs the agent (its
+# environment, replay, schedule and logs, and when SEER freezes); agent fields, every other
+# one, say what agents.make builds. Both are `--config.<field>` flags alike.
+RUN_FIELDS = ("obs_type", "image_size", "frame_stack", "action_repeat", "seer_freeze_frames",
+              "replay_capacity", "replay", "num_seed_frames", "eval_every_frames",
+              "num_eval_episodes", "checkpoint_every_frames", "log_every_frames", "save_video")
+AGENT_FIELDS = tuple(name for name in FIELD_NAMES if name not in RUN_FIELDS)
 FIELD_TYPES = {f.name: type(getattr(Config(), f.name)) for f in dataclasses.fields(Config)}
 
 
@@ -298,19 +306,26 @@ def _combination_errors(config: Config) -> list[str]:
     return errors
 
 
+def compose_config(preset: str, task: str | None = None, task_group: str | None = None,
+                   **overrides: Any) -> Config:
+    """Defaults <- preset <- task overrides <- user overrides, unchecked (`validate` lists
+    its problems). An unknown preset adds nothing (its name is the caller's to report)."""
+    check_field_names(overrides)
+    values = dict(PRESETS.get(preset, {}))
+    if task is not None and preset in PRESETS:
+        values.update(task_overrides(preset, task, task_group))
+    values.update(overrides)
+    if values.get("obs_type") == "state" and "aug" not in overrides:
+        values["aug"] = "none"
+    return Config(**values)
+
+
 def build_config(preset: str, task: str | None = None, task_group: str | None = None,
                  **overrides: Any) -> Config:
     """Defaults <- preset <- task overrides <- user overrides; ValueError if invalid."""
     if preset not in PRESETS:
         raise ValueError(f"unknown agent {preset!r}; choose one of: {', '.join(PRESETS)}")
-    check_field_names(overrides)
-    values = dict(PRESETS[preset])
-    if task is not None:
-        values.update(task_overrides(preset, task, task_group))
-    values.update(overrides)
-    if values.get("obs_type") == "state" and "aug" not in overrides:
-        values["aug"] = "none"
-    config = Config(**values)
+    config = compose_config(preset, task, task_group, **overrides)
     errors = validate(config)
     if errors:
         raise ValueError("invalid config: " + "; ".join(errors))

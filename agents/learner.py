@@ -61,6 +61,15 @@ def default_seed_shards(num_seeds: int, num_devices: int) -> int:
     return shards
 
 
+def batch_split_problem(batch_size: int, num_devices: int) -> str | None:
+    """Why a batch of batch_size cannot be split into equal shares over num_devices devices
+    (None when it can)."""
+    if batch_size % num_devices:
+        return (f"batch_size={batch_size} must be divisible by the number of devices "
+                f"({num_devices}) to split it between them")
+    return None
+
+
 def make_seed_mesh(num_seeds: int, num_devices: int | None = None,
                    seed_shards: int | None = None) -> Mesh:
     """A 2-D (seed, data) mesh for K = num_seeds independent agents on the first
@@ -128,11 +137,9 @@ class Learner:
         seed_axis = SEED_AXIS if SEED_AXIS in mesh.axis_names else None
         if seed_axis and num_seeds is None:
             raise ValueError("a (seed, data) mesh needs num_seeds")
-        data_devices = mesh.shape[DATA_AXIS]
-        batch_size = agent.config.batch_size
-        if batch_size % data_devices:
-            raise ValueError(f"batch_size={batch_size} must be divisible by the number of "
-                             f"devices ({data_devices}) to split it between them")
+        problem = batch_split_problem(agent.config.batch_size, mesh.shape[DATA_AXIS])
+        if problem:     # the launcher reports it before a run starts, with the others
+            raise ValueError(problem)
         # State, keys and metrics: [K, ...] split along the seed axis (replicated without one).
         self.state_sharding = NamedSharding(
             mesh, PartitionSpec(seed_axis) if seed_axis else PartitionSpec())

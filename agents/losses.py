@@ -255,6 +255,8 @@ def seer_latent_capacity(replay_capacity: int, frame_bytes: int, latent_dim: int
     """SEER's latent replay capacity c' = min(total_steps, floor(C * p / (l * 4 * 2 * m))):
     the memory of C stored frames of p bytes (3 * H * W) holds that many timesteps of
     m copies of two float32 latents of dimension l (critic's and actor's), capped by the
-    run's agent steps (it never needs more)."""
+    run's agent steps. A run stores a few timesteps more than its steps (one first timestep
+    per episode), and c' may be below what the pixel replay holds (small images, wide
+    latents): the latent replay then keeps the newest timesteps that fit, as its ring does."""
     return min(total_steps,
                int(np.floor(replay_capacity * frame_bytes / (latent_dim * 4 * 2 * num_copies))))

@@ -264,6 +264,11 @@ class EnvPool:
         """Worker processes (environments kept in this process are not in one)."""
         return len(self._processes)
 
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the worker processes."""
+        return [process.pid for process in self._processes]
+
     def _send_all(self, command: str, arguments: Sequence[Any] | None) -> None:
         """Sends each worker the command with its environments' arguments (None: none)."""
         self._ready()

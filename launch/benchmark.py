@@ -14,8 +14,8 @@ Prints a table, then one JSON line:
   real environment stepped with random actions, rendering included.
 - loop_ms_per_step: wall time of one agent step of the training loop (all --num_seeds
   seeds), timed over --loop_steps steps after the seed steps and a compile warm-up, by
-  running launch.loop.agent_step, the very function `train` runs, on a real `loop.Run`
-  (environment workers, replays, learner). loop_ms_per_seed_step divides it by K;
+  stepping a real `launch.run.Run` (environment workers, replays, learner) with
+  `launch.driver.Driver`, the very driver `train` runs. loop_ms_per_seed_step divides it by K;
   loop_frames_per_s is the training frames per second it gives (all seeds).
   loop_parts_ms_per_step splits it: act (policy on the device, result to the host),
   env_step (sending actions to the environment workers, stepping the environments kept in
@@ -24,7 +24,8 @@ Prints a table, then one JSON line:
   update; its compute overlaps what follows until act needs the new state), replay_add,
   and other (the rest: the loop's Python).
 - replay_bytes_per_transition: ReplayBuffer.nbytes / capacity at this image size.
-- With --agent=seer (or --seer_num_copies and a ddpg-base preset), after SEER's freeze:
+- With --parts=seer (any preset on pixels: both bases, ddpg and sac, have SEER), after
+  SEER's freeze:
   seer_update_ms (the heads-only update on synthetic latent batches, timed as update_ms)
   and its ratio to update_ms, seer_replay_bytes_per_transition (a latent replay's
   nbytes / capacity) and its ratio to the frames', and the loop figures again with the
@@ -142,63 +143,59 @@ def time_seer_update(agent, num_devices: int | None) -> dict:
     return {"seer_update_ms": result["update_ms"]}
 
 
-def time_loop(config, freeze: bool = False) -> dict:
-    """loop_ms_per_step and its parts: launch.loop.agent_step on a real Run."""
+def time_loop(spec, loop_steps: int, freeze: bool = False) -> dict:
+    """loop_ms_per_step and its parts: `loop_steps` agent steps of a `launch.driver.Driver`
+    on a real Run of `spec` (a checked RunSpec), after the seed steps and enough steps to
+    compile act and the update; freeze: SEER's freeze first (the frozen loop)."""
     import jax
-    from pixelzoo.launch import loop
-    spec = {"agent": FLAGS.agent, "task": FLAGS.task, "seed": 1, "num_seeds": FLAGS.num_seeds,
-            "num_frames": 10**9, "config": config.to_dict()}
+    from pixelzoo.launch.driver import Driver, PartTimer
+    from pixelzoo.launch.run import LoopState, Run
     with tempfile.TemporaryDirectory() as workdir:
-        run = loop.Run(spec, workdir, FLAGS.num_devices)
+        run = Run(spec, workdir)
         try:
-            state = run.initial_state()
-            episode, metrics = loop._Episode(run), loop.MetricsWindow()
-            timesteps = episode.start(run.train_pool.reset(), state)
-            step = 0
-
-            def steps(count: int, timer=None):
-                nonlocal state, timesteps, step
-                for _ in range(count):
-                    if episode.ended(timesteps):
-                        timesteps = episode.start(run.train_pool.reset(), state)
-                    state, timesteps = loop.agent_step(run, state, step, timesteps, episode,
-                                                       metrics, timer)
-                    step += 1
-
-            # Seed steps, then enough steps to compile act and the update.
-            steps(run.num_seed_steps + 2 * run.update_period + 2)
+            driver = Driver(run, run.initial_state())
+            driver.run_steps(run.num_seed_steps + 2 * run.update_period + 2)
             if freeze:               # SEER: convert the replay, compile the frozen path
-                state = run.freeze(state, loop.LoopState(step=step))
-                steps(2 * run.update_period + 2)
-            jax.block_until_ready(state)
-            metrics.fetch()
-            timer = loop.PartTimer()
+                driver.freeze(LoopState(step=driver.step))
+                driver.run_steps(2 * run.update_period + 2)
+            jax.block_until_ready(driver.state)
+            driver.metrics.fetch()
+            timer = PartTimer()
             start = time.perf_counter()
-            steps(FLAGS.loop_steps, timer)
+            driver.run_steps(loop_steps, timer)
             with timer("update_wait"):      # the last update's compute, not yet waited for
-                jax.block_until_ready(state)
+                jax.block_until_ready(driver.state)
             total = time.perf_counter() - start
-            metrics.fetch()
+            driver.metrics.fetch()
         finally:
             run.close()
-    per_step = 1000 * total / FLAGS.loop_steps
-    parts = {name: round(1000 * seconds / FLAGS.loop_steps, 4)
+    per_step = 1000 * total / loop_steps
+    parts = {name: round(1000 * seconds / loop_steps, 4)
              for name, seconds in sorted(timer.seconds.items())}
     parts["other"] = round(per_step - sum(parts.values()), 4)
-    return {"num_seeds": FLAGS.num_seeds, "loop_ms_per_step": round(per_step, 4),
-            "loop_ms_per_seed_step": round(per_step / FLAGS.num_seeds, 4),
-            "loop_frames_per_s": round(1000 * FLAGS.num_seeds * config.action_repeat
+    return {"num_seeds": spec.num_seeds, "loop_ms_per_step": round(per_step, 4),
+            "loop_ms_per_seed_step": round(per_step / spec.num_seeds, 4),
+            "loop_frames_per_s": round(1000 * spec.num_seeds * spec.config.action_repeat
                                        / per_step, 1),
             "loop_parts_ms_per_step": parts}
 
 
+def checked_spec(seer: bool):
+    """The RunSpec the flags describe (seed 1, 10^9 frames), checked on this machine's
+    devices; seer: with SEER's freeze set (at 10^9 frames: `time_loop` freezes it)."""
+    import jax
+    from pixelzoo.launch.run_spec import check_run_spec, compose_run_spec
+    overrides = _config_overrides()
+    if seer:
+        overrides["seer_freeze_frames"] = 10**9
+    spec = compose_run_spec(FLAGS.agent, FLAGS.task, overrides, seed=1,
+                            num_seeds=FLAGS.num_seeds, num_frames=10**9,
+                            num_devices=FLAGS.num_devices)
+    return check_run_spec(spec, jax.devices(), jax.process_count())
+
+
 def main(argv: list[str]) -> None:
     del argv
-    if FLAGS.agent not in agents.names():
-        sys.exit(f"error: unknown agent {FLAGS.agent!r}; choose one of: "
-                 f"{', '.join(agents.names())}")
-    if FLAGS.task not in envs.names():
-        sys.exit(f"error: unknown task {FLAGS.task!r}; choose one of: {', '.join(envs.names())}")
     unknown = set(FLAGS.parts) - {"update", "env", "loop", "seer"}
     if unknown:
         sys.exit(f"error: unknown --parts {sorted(unknown)}; choose from update, env, loop, seer")
@@ -206,11 +203,11 @@ def main(argv: list[str]) -> None:
         envs.ensure_gl_backend()  # before JAX starts its threads (the probe forks)
     from pixelzoo.replay import ReplayBuffer
     try:
-        config = agents.build_config(FLAGS.agent, task=FLAGS.task,
-                                     task_group=envs.task_group(FLAGS.task),
-                                     **_config_overrides())
+        seer_spec = checked_spec(seer=True) if "seer" in FLAGS.parts else None
+        spec = checked_spec(seer=False)
     except ValueError as error:
         sys.exit(f"error: {error}")
+    config = spec.config
     env = envs.make(FLAGS.task, seed=0, obs_type=FLAGS.obs_type, image_size=FLAGS.image_size,
                     frame_stack=FLAGS.frame_stack, action_repeat=FLAGS.action_repeat)
     agent = agents.make_from_config(FLAGS.agent, config, env.observation_spec(),
@@ -219,21 +216,19 @@ def main(argv: list[str]) -> None:
               "batch_size": FLAGS.batch_size, "image_size": FLAGS.image_size,
               "updates_per_call": FLAGS.updates_per_call}
     if "update" in FLAGS.parts:
-        result.update(time_update(agent, FLAGS.num_devices))
+        result.update(time_update(agent, spec.num_devices))
     if "env" in FLAGS.parts:
         result.update(time_env(env))
     if "loop" in FLAGS.parts:
-        result.update(time_loop(config))
-    if "seer" in FLAGS.parts:
-        if agent.seer is None:
-            sys.exit(f"error: --parts=seer needs a ddpg-base agent, not {FLAGS.agent!r}")
-        result.update(time_seer_update(agent, FLAGS.num_devices))
+        result.update(time_loop(spec, FLAGS.loop_steps))
+    if seer_spec is not None:
+        result.update(time_seer_update(agent, spec.num_devices))
         if "update_ms" in result:
             result["seer_update_ratio"] = round(result["seer_update_ms"] / result["update_ms"], 4)
         capacity = 1000
         result["seer_replay_bytes_per_transition"] = ReplayBuffer(
             agent.seer.latent_spec, env.action_spec(), capacity=capacity).nbytes / capacity
-        frozen = time_loop(config.replace(seer_freeze_frames=10**9), freeze=True)
+        frozen = time_loop(seer_spec, FLAGS.loop_steps, freeze=True)
         result.update({f"frozen_{name}": value for name, value in frozen.items()
                        if name.startswith("loop_")})
     capacity = 1000

@@ -17,7 +17,7 @@ import os
 import shutil
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -96,25 +96,40 @@ class RunCheckpointer:
         agent = jax.tree.map(np.asarray, restored.agent)
         return agent, replay, restored.loop
 
+    def restore_loop(self, frame: int) -> dict:
+        """The `loop` item of checkpoint `frame` alone (its counters, as saved)."""
+        return self._manager.restore(frame, args=ocp.args.Composite(
+            loop=ocp.args.JsonRestore())).loop
+
     def restore_newest(self, agent_template: Any) -> tuple[int, Any, dict, dict] | None:
         """(frame, agent_state, replay_state, loop_state) of the newest checkpoint that
         restores, or None when there is none. Each newer one that fails is moved aside to
         `<workdir>/unrestorable_checkpoints/<frame>-<time>` with a warning naming it."""
+        restored = self.restore_newest_with(lambda frame: self.restore(frame, agent_template))
+        return None if restored is None else (restored[0], *restored[1])
+
+    def restore_newest_with(self, restore_one: Callable[[int], Any]) -> tuple[int, Any] | None:
+        """(frame, restore_one(frame)) of the newest checkpoint for which restore_one does not
+        raise, or None when there is none; each newer one is moved aside, as by
+        `restore_newest`."""
         for frame in sorted(self._manager.all_steps(), reverse=True):
             try:
-                return (frame, *self.restore(frame, agent_template))
+                return frame, restore_one(frame)
             except Exception as error:  # noqa: BLE001 - any failure: try an older one
-                source = os.path.join(self.directory, str(frame))
-                aside = os.path.join(os.path.dirname(self.directory), "unrestorable_checkpoints",
-                                     f"{frame}-{time.strftime('%Y%m%d-%H%M%S')}")
-                os.makedirs(os.path.dirname(aside), exist_ok=True)
-                shutil.move(source, aside)
-                self._manager.reload()
-                reason = str(error).strip().splitlines()[0][:200] if str(error) else \
-                    type(error).__name__
-                print(f"warning: checkpoint {source} cannot be restored ({reason}); moved to "
-                      f"{aside} and trying an older one", file=sys.stderr, flush=True)
+                self._move_aside(frame, error)
         return None
+
+    def _move_aside(self, frame: int, error: Exception) -> None:
+        source = os.path.join(self.directory, str(frame))
+        aside = os.path.join(os.path.dirname(self.directory), "unrestorable_checkpoints",
+                             f"{frame}-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.makedirs(os.path.dirname(aside), exist_ok=True)
+        shutil.move(source, aside)
+        self._manager.reload()
+        reason = (str(error).strip().splitlines()[0][:200] if str(error)
+                  else type(error).__name__)
+        print(f"warning: checkpoint {source} cannot be restored ({reason}); moved to "
+              f"{aside} and trying an older one", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         self._manager.close()

@@ -37,7 +37,7 @@ from absl import flags
 import submitit
 
 from pixelzoo import envs
-from pixelzoo.envs.tasks import check_task
+from pixelzoo.launch.run_spec import RunSpec, check_run_spec, compose_run_spec
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -79,43 +79,52 @@ class UsageError(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
-class RunSpec:
-    """One launch.train run of a sweep.
+class SweepRun:
+    """One launch.train run of a sweep: its RunSpec, and how the command line gives it.
 
-    config: (field, value) pairs as written on the command line; tag: the fields that vary
-    across the grid, "field=value,...", which keeps the run names distinct.
+    overrides: the `--config` (field, value) pairs as written on the command line; tag: the
+    fields that vary across the grid, "field=value,...", which keeps the run names distinct.
     """
 
-    agent: str
-    task: str
-    seed: int
-    num_frames: int
-    config: tuple[tuple[str, str], ...] = ()
+    spec: RunSpec
+    overrides: tuple[tuple[str, str], ...] = ()
     tag: str = ""
 
     @property
     def name(self) -> str:
-        name = f"{self.agent}-{self.task}-{self.seed}"
+        name = f"{self.spec.agent}-{self.spec.task}-{self.spec.seed}"
         return f"{name}-{self.tag}" if self.tag else name
 
     def workdir(self, out: str) -> str:
         return os.path.join(out, "runs", self.name)
 
     def command(self, out: str) -> list[str]:
-        return [sys.executable, "-m", "pixelzoo.launch.train", f"--agent={self.agent}",
-                f"--task={self.task}", f"--seed={self.seed}", f"--num_frames={self.num_frames}",
+        spec = self.spec
+        return [sys.executable, "-m", "pixelzoo.launch.train", f"--agent={spec.agent}",
+                f"--task={spec.task}", f"--seed={spec.seed}", f"--num_frames={spec.num_frames}",
                 f"--workdir={self.workdir(out)}",
-                *(f"--config.{field}={value}" for field, value in self.config)]
+                *(f"--config.{field}={value}" for field, value in self.overrides)]
 
 
 def expand_grid(agents: Sequence[str], tasks: Sequence[str], seeds: Sequence[int],
-                num_frames: int, config_lists: Mapping[str, Sequence[str]]) -> list[RunSpec]:
-    """Every run of agents x tasks x config combinations x seeds, in that order."""
+                num_frames: int, config_lists: Mapping[str, Sequence[str]]) -> list[SweepRun]:
+    """Every run of agents x tasks x config combinations x seeds, in that order, unchecked
+    (`check_run_spec`). UsageError for an unknown field or a value its type cannot take."""
+    from pixelzoo.agents.config import FIELD_TYPES, check_field_names  # imports jax
+    try:
+        check_field_names(config_lists)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    typed = {field: {text: _parse_value(field, text, FIELD_TYPES[field]) for text in values}
+             for field, values in config_lists.items()}
     fields = list(config_lists)
     varying = {field for field in fields if len(config_lists[field]) > 1}
     combos = [tuple(zip(fields, values)) for values in itertools.product(*config_lists.values())]
-    return [RunSpec(agent, task, int(seed), num_frames, combo,
-                    ",".join(f"{field}={value}" for field, value in combo if field in varying))
+    return [SweepRun(compose_run_spec(agent, task,
+                                      {field: typed[field][text] for field, text in combo},
+                                      seed=int(seed), num_frames=num_frames),
+                     combo, ",".join(f"{field}={value}" for field, value in combo
+                                     if field in varying))
             for agent, task, combo, seed in itertools.product(agents, tasks, combos, seeds)]
 
 
@@ -232,11 +241,9 @@ def _parse_value(field: str, text: str, kind: type) -> Any:
 
 
 def runs_from_flags(flag_values: flags.FlagValues,
-                    config_lists: Mapping[str, list[str]]) -> list[RunSpec]:
-    """The sweep's runs, every one checked as launch.train would check it; UsageError if not."""
-    from pixelzoo import agents  # imported here: jax is heavy, and a job running run_command needs none
-    from pixelzoo.agents.config import FIELD_TYPES, check_field_names
-
+                    config_lists: Mapping[str, list[str]]) -> list[SweepRun]:
+    """The sweep's runs, every one checked by `check_run_spec`, as launch.train checks it;
+    UsageError if not."""
     fv = flag_values
     if fv.out is None:
         raise UsageError("--out=DIR is required (the sweep folder)")
@@ -255,46 +262,24 @@ def runs_from_flags(flag_values: flags.FlagValues,
         if num_frames is None:
             num_frames = SUITES[fv.suite].num_frames
     num_frames = 1_000_000 if num_frames is None else num_frames
-    if num_frames <= 0:
-        raise UsageError(f"--num_frames={num_frames} must be > 0")
     lists = {"--agents": fv.agents, "--tasks (or --suite)": tasks, "--seeds": fv.seeds,
              **{f"--config.{field}": values for field, values in config_lists.items()}}
     empty = [name for name, values in lists.items() if not values or "" in values]
     if empty:
         raise UsageError("empty grid: give at least one value (and no empty one) to "
                          + ", ".join(empty))
-    for agent in fv.agents:
-        if agent not in agents.names():
-            raise UsageError(f"unknown agent {agent!r}; choose one of: "
-                             + ", ".join(agents.names()))
-    for task in tasks:
-        try:
-            check_task(task)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
     try:
         seeds = [int(seed) for seed in fv.seeds]
     except ValueError:
         raise UsageError(f"--seeds takes integers, e.g. --seeds=1,2,3 (got "
                          f"{','.join(fv.seeds)})") from None
-    try:
-        check_field_names(config_lists)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    typed = {field: {text: _parse_value(field, text, FIELD_TYPES[field]) for text in values}
-             for field, values in config_lists.items()}
     runs = expand_grid(list(dict.fromkeys(fv.agents)), list(dict.fromkeys(tasks)),
                        list(dict.fromkeys(seeds)), num_frames, config_lists)
-    checked = set()
     for run in runs:
-        if (run.agent, run.task, run.config) in checked:
-            continue
         try:
-            agents.build_config(run.agent, task=run.task, task_group=envs.task_group(run.task),
-                                **{field: typed[field][text] for field, text in run.config})
+            check_run_spec(run.spec)    # devices: the job's, checked by launch.train there
         except ValueError as error:
             raise UsageError(f"{run.name}: {error}") from None
-        checked.add((run.agent, run.task, run.config))
     return runs
 
 
@@ -325,22 +310,22 @@ class Manifest:
             with open(self.path) as file:
                 self.data = json.load(file)
 
-    def set_run(self, run: RunSpec, out: str, keep_previous: bool = False, **fields) -> None:
+    def set_run(self, run: SweepRun, out: str, keep_previous: bool = False, **fields) -> None:
         old = self.data["runs"].get(run.name, {}) if keep_previous else {}
         self.data["runs"][run.name] = {
-            **old, "agent": run.agent, "task": run.task, "seed": run.seed,
-            "num_frames": run.num_frames, "config": dict(run.config),
+            **old, "agent": run.spec.agent, "task": run.spec.task, "seed": run.spec.seed,
+            "num_frames": run.spec.num_frames, "config": dict(run.overrides),
             "command": shlex.join(run.command(out)), "workdir": run.workdir(out),
             "log": os.path.join(run.workdir(out), LOG_NAME), **fields}
 
-    def update_run(self, run: RunSpec, **fields) -> None:
+    def update_run(self, run: SweepRun, **fields) -> None:
         self.data["runs"][run.name].update(fields)
 
     def save(self) -> None:
         _write_json(self.path, self.data)
 
 
-def execute(runs: list[RunSpec], out: str, fv: flags.FlagValues, executor: Any,
+def execute(runs: list[SweepRun], out: str, fv: flags.FlagValues, executor: Any,
             manifest: Manifest) -> None:
     """Launches `runs`, at most max_parallel at once, and records how each one ended."""
     max_parallel = fv.max_parallel or (len(runs) if fv.executor == "slurm" else 1)
@@ -379,7 +364,7 @@ def execute(runs: list[RunSpec], out: str, fv: flags.FlagValues, executor: Any,
             executor.shutdown(wait=True)
 
 
-def _record_end(run: RunSpec, job: Any, manifest: Manifest) -> None:
+def _record_end(run: SweepRun, job: Any, manifest: Manifest) -> None:
     try:
         result = job.result()
     except Exception as error:  # noqa: BLE001 (the job died: killed, timed out, lost node)
@@ -413,7 +398,7 @@ def main(argv: Sequence[str]) -> int:
     out = os.path.abspath(fv.out)
     frames = {run.name: latest_checkpoint_frame(run.workdir(out)) for run in runs}
     finished = {run.name: frames[run.name] for run in runs
-                if frames[run.name] is not None and frames[run.name] >= run.num_frames}
+                if frames[run.name] is not None and frames[run.name] >= run.spec.num_frames}
     to_launch = [run for run in runs if run.name not in finished]
     if fv.dry_run:
         for run in runs:

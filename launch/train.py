@@ -25,6 +25,7 @@ from pixelzoo import agents  # noqa: E402 - after the GPU memory setting
 from pixelzoo import envs  # noqa: E402
 from pixelzoo.agents.config import Config, check_field_names  # noqa: E402
 from pixelzoo.launch import processes  # noqa: E402
+from pixelzoo.launch.run_spec import RunSpec, check_run_spec, compose_run_spec  # noqa: E402
 from pixelzoo.launch.workdir import WorkdirError, WorkdirLock, check_workdir  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -71,36 +72,22 @@ def parse_flags(argv: list[str]) -> list[str]:
         sys.exit(EXIT_USAGE)
 
 
-def run_spec_from_flags() -> dict[str, Any]:
-    """The run's identity and full config, checked before any heavy work."""
-    if FLAGS.agent not in agents.names():
-        raise UserError(f"unknown agent {FLAGS.agent!r}; choose one of: "
-                        f"{', '.join(agents.names())}")
-    if FLAGS.task not in envs.names():
-        raise UserError(f"unknown task {FLAGS.task!r}; choose one of: {', '.join(envs.names())}")
-    if FLAGS.num_frames <= 0:
-        raise UserError(f"--num_frames={FLAGS.num_frames} must be > 0")
-    if FLAGS.num_seeds < 1:
-        raise UserError(f"--num_seeds={FLAGS.num_seeds} must be >= 1")
+def run_spec_from_flags() -> RunSpec:
+    """The run the flags describe, unchecked (`check_run_spec` checks it, once)."""
     overrides = dict(config_flags.get_override_values(FLAGS["config"]))
-    try:
-        config = agents.build_config(FLAGS.agent, task=FLAGS.task,
-                                     task_group=envs.task_group(FLAGS.task), **overrides)
-    except ValueError as error:
-        raise UserError(str(error)) from None
-    return {"agent": FLAGS.agent, "task": FLAGS.task, "seed": FLAGS.seed,
-            "num_seeds": FLAGS.num_seeds, "num_frames": FLAGS.num_frames,
-            "config": config.to_dict()}
+    return compose_run_spec(FLAGS.agent, FLAGS.task, overrides, seed=FLAGS.seed,
+                            num_seeds=FLAGS.num_seeds, num_frames=FLAGS.num_frames,
+                            num_devices=FLAGS.num_devices, seed_shards=FLAGS.seed_shards)
 
 
-def default_workdir(spec: dict[str, Any]) -> str:
+def default_workdir(spec: RunSpec) -> str:
     """runs/<agent>-<task>-<seed>, or -<first seed>-<last seed> for several."""
-    seeds = (f"{spec['seed']}" if spec["num_seeds"] == 1
-             else f"{spec['seed']}-{spec['seed'] + spec['num_seeds'] - 1}")
-    return os.path.join("runs", f"{spec['agent']}-{spec['task']}-{seeds}")
+    seeds = (f"{spec.seed}" if spec.num_seeds == 1
+             else f"{spec.seed}-{spec.seeds[-1]}")
+    return os.path.join("runs", f"{spec.agent}-{spec.task}-{seeds}")
 
 
-def resolve_workdir(spec: dict[str, Any], workdir: str) -> None:
+def resolve_workdir(spec: RunSpec, workdir: str) -> None:
     """Writes config.json into the (existing, locked) workdir, or checks that a saved one
     holds the same run.
 
@@ -111,7 +98,7 @@ def resolve_workdir(spec: dict[str, Any], workdir: str) -> None:
     if os.path.exists(path):
         with open(path) as file:
             saved = json.load(file)
-        differences = _spec_differences(saved, spec)
+        differences = _spec_differences(saved, spec.identity())
         if differences:
             raise UserError(f"workdir {workdir} holds a different run; differing fields: "
                             + "; ".join(differences)
@@ -119,7 +106,7 @@ def resolve_workdir(spec: dict[str, Any], workdir: str) -> None:
     os.makedirs(workdir, exist_ok=True)
     tmp_path = path + ".tmp"
     with open(tmp_path, "w") as file:
-        json.dump(spec, file, indent=2, sort_keys=True)
+        json.dump(spec.identity(), file, indent=2, sort_keys=True)
     os.replace(tmp_path, path)
 
 
@@ -137,41 +124,14 @@ def _spec_differences(saved: dict[str, Any], spec: dict[str, Any]) -> list[str]:
             if key != "num_frames" and old.get(key) != new.get(key)]
 
 
-def check_devices(requested: int | None, seed_shards: int | None, num_seeds: int,
-                  batch_size: int) -> tuple[int, int]:
-    """(num_devices, seed_shards) to use: `requested` devices or all local ones, split into
-    seed groups as asked or by default, checked against the batch size (each of a seed's
-    devices takes an equal share)."""
-    import jax  # deferred: starts JAX's threads, so only after the GL probe
-    from pixelzoo.agents.learner import default_seed_shards, seed_shard_choices
-    available = jax.device_count()     # over every process of a multi-process run
-    count = available if requested is None else requested
-    if not 1 <= count <= available:
-        raise UserError(f"--num_devices={count}: allowed range 1..{available} "
-                        f"({available} {jax.default_backend()} devices here)")
-    try:
-        shards = default_seed_shards(num_seeds, count) if seed_shards is None else seed_shards
-    except ValueError as error:
-        raise UserError(str(error)) from None
-    if shards not in seed_shard_choices(num_seeds, count):
-        raise UserError(f"--seed_shards={shards} must divide both --num_seeds={num_seeds} and "
-                        f"--num_devices={count}; valid: {seed_shard_choices(num_seeds, count)}")
-    per_seed = count // shards
-    if batch_size % per_seed:
-        raise UserError(f"batch_size={batch_size} must be divisible by the {per_seed} devices "
-                        f"of each seed (--num_devices={count} / --seed_shards={shards}), which "
-                        "take equal shares of its batch")
-    return count, shards
-
-
 def main(argv: list[str]) -> None:
     del argv
     try:
         spec = run_spec_from_flags()
-    except UserError as error:
+    except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
-    if spec["config"]["obs_type"] == "pixels":
+    if spec.config.obs_type == "pixels":
         try:  # probe the GL backend before JAX starts its threads (the probe forks)
             envs.ensure_gl_backend()
         except envs.RenderingUnavailableError as error:
@@ -187,8 +147,8 @@ def main(argv: list[str]) -> None:
     try:
         multi_process = processes.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
                                              FLAGS.process_id)
-        num_devices, seed_shards = check_devices(FLAGS.num_devices, FLAGS.seed_shards,
-                                                 spec["num_seeds"], spec["config"]["batch_size"])
+        import jax  # deferred: starts JAX's threads, so only after the GL probe
+        spec = check_run_spec(spec, jax.devices(), jax.process_count())
         workdir = FLAGS.workdir or default_workdir(spec)
         check_workdir(workdir)            # the first write, after every other check
         if processes.is_primary():        # process 0 holds the workdir for the whole run
@@ -208,13 +168,11 @@ def main(argv: list[str]) -> None:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     try:
-        finished = train(spec, workdir, should_stop=lambda: bool(stop_signal),
-                         num_devices=num_devices, seed_shards=seed_shards, wandb=FLAGS.wandb)
+        finished = train(spec, workdir, should_stop=lambda: bool(stop_signal), wandb=FLAGS.wandb)
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     if multi_process:
-        import jax
         jax.distributed.shutdown()
     if not finished:
         print(f"stopped by signal {stop_signal[0]}; checkpoint saved. Run the same command "
