@@ -50,10 +50,11 @@ def train(spec: RunSpec | Mapping[str, Any], workdir: str, should_stop: Callable
     logs = None
     try:
         state = run.initial_state()
+        metric_names = run.metric_names(state)   # the pixel update's: the logs' columns
         restored = run.restore(state)
         state, loop = restored if restored is not None else (state, LoopState())
         resumed_frame = loop.step * run.config.action_repeat if restored else None
-        logs = RunLogs(run, run.metric_names(state),
+        logs = RunLogs(run, metric_names,
                        -1 if resumed_frame is None else resumed_frame, resumed_frame or 0,
                        identity if wandb else None)
         _announce(run, logs, resumed_frame)

@@ -210,7 +210,8 @@ def test_the_loop_freezes_every_seed_at_the_same_frame_and_resumes_past_it(tmp_p
     assert loop.train(spec, str(tmp_path), should_stop=lambda: False)
     checkpoints = RunCheckpointer(str(tmp_path / "checkpoints"))
     template = _stacked_template(config, 2)
-    state_800, replays_800, loop_800 = checkpoints.restore(800, template)
+    frozen_template = _stacked_template(config, 2, frozen=True)   # after the freeze
+    state_800, replays_800, loop_800 = checkpoints.restore(800, frozen_template)
     assert loop_800["latent_capacity"] == 800 // 8     # the rule's cap: the run's steps
     assert replays_800["seed_0"]["observations"].shape[1:] == (2, 16)   # [m, 2F]
     # Before the freeze the encoder trained; from it on, it stays as it was at 480.
@@ -218,7 +219,7 @@ def test_the_loop_freezes_every_seed_at_the_same_frame_and_resumes_past_it(tmp_p
     assert loop_400["latent_capacity"] == 0
     spec["num_frames"] = 2000                  # grow past the freeze: resume frozen
     assert loop.train(spec, str(tmp_path), should_stop=lambda: False)
-    state_1200, replays_1200, _ = checkpoints.restore(2000, template)
+    state_1200, replays_1200, _ = checkpoints.restore(2000, frozen_template)
     for a, b in zip(jax.tree.leaves(_frozen_parts(state_1200)),
                     jax.tree.leaves(_frozen_parts(state_800))):
         np.testing.assert_array_equal(a, b)
@@ -233,11 +234,15 @@ def test_the_loop_freezes_every_seed_at_the_same_frame_and_resumes_past_it(tmp_p
     assert all(float(row["critic_loss"]) > 0 for row in rows)
 
 
-def _stacked_template(config, num_seeds):
+def _stacked_template(config, num_seeds, frozen=False):
+    """K stacked initial states; frozen: SEER's state after the freeze, whose optimiser
+    states are the frozen optimisers' (another structure)."""
     from pixelzoo import envs
     env = envs.make("cartpole_swingup", seed=0, image_size=16, action_repeat=8)
     agent = agents.make_from_config("seer", config, env.observation_spec(), env.action_spec())
     state = agent.init(jax.random.key(0))
+    if frozen:
+        state = agent.seer.freeze(state)
     return jax.tree.map(lambda x: np.stack([x] * num_seeds), state)
 
 
