@@ -31,7 +31,8 @@ from pixelzoo.agents.config import Config
 from pixelzoo.agents.learner import SEED_AXIS, Learner, make_seed_mesh
 from pixelzoo.launch import processes
 from pixelzoo.launch.checkpointing import RunCheckpointer
-from pixelzoo.launch.run_logging import CsvLog, Progress, TensorBoard, WandbLog, save_video
+from pixelzoo.launch.progress import progress_for_run
+from pixelzoo.launch.run_logging import CsvLog, TensorBoard, WandbLog, save_video
 from pixelzoo.replay import Batch, ReplayBuffer
 
 TRAIN_COLUMNS = ["frame", "step", "episode", "episode_return", "episode_length", "fps",
@@ -170,12 +171,14 @@ def _per_seed_means(rows: list[dict[str, np.ndarray]]) -> list[dict[str, float]]
 
 
 def evaluate(pool: envs.EnvPool, policy: Callable[[np.ndarray], np.ndarray],
-             num_episodes: int, video_path: str | None) -> list[dict[str, float]]:
+             num_episodes: int, video_path: str | None,
+             on_step: Callable[[int, np.ndarray], None] | None = None) -> list[dict[str, float]]:
     """Deterministic-policy episodes of every environment of `pool` (one per seed, stepped
     together): per environment, the mean return and length over `num_episodes`; an mp4 of
     the first environment's first episode if asked.
 
-    policy: observations [K, ...] -> actions [K, A].
+    policy: observations [K, ...] -> actions [K, A]; on_step: called after every step with
+    (episode index, the environments' returns so far [K]) (the live progress line).
     """
     returns = np.zeros((num_episodes, len(pool)))
     lengths, frames = [], []
@@ -189,6 +192,8 @@ def evaluate(pool: envs.EnvPool, policy: Callable[[np.ndarray], np.ndarray],
             timesteps = pool.step(policy(np.stack([t.observation for t in timesteps])))
             returns[episode] += [float(t.reward) for t in timesteps]
             length += 1
+            if on_step is not None:
+                on_step(episode, returns[episode])
             if record:
                 frames.append(pool.call(0, "render", VIDEO_SIZE))
         lengths.append(length * pool.action_repeat)
@@ -487,7 +492,8 @@ class RunLogs:
         self.run = run
         self.recent_returns: collections.deque = collections.deque(maxlen=10)
         self.write = processes.is_primary()
-        self.progress = Progress(run.spec["num_frames"], start_frame, quiet=not self.write)
+        self.progress = progress_for_run(run.config, run.spec["num_frames"], start_frame,
+                                         quiet=not self.write, backend=jax.default_backend())
         self.boards = []
         if not self.write:
             return
@@ -533,6 +539,7 @@ class RunLogs:
                                               self.progress.frames_per_second(frame), recent))
 
     def close(self) -> None:
+        self.progress.close()
         for board in self.boards:
             board.close()
 
@@ -608,7 +615,8 @@ def _run_loop(run: Run, logs: RunLogs, state: agents.AgentState, loop: LoopState
             timesteps = episode.start(run.train_pool.reset(), state)
         if config.num_eval_episodes and (due(config.eval_every_frames, previous_frame, frame)
                                          or frame >= num_frames):
-            logs.evaluation(_evaluate(run, state, loop, frame))
+            logs.evaluation(_evaluate(run, state, loop, frame,
+                                      logs.progress.evaluating(frame, config.num_eval_episodes)))
         if due(config.log_every_frames, previous_frame, frame) and frame > 0:
             logs.interval(frame, metrics.interval_means())
         if frame >= num_frames:
@@ -631,6 +639,7 @@ def _run_loop(run: Run, logs: RunLogs, state: agents.AgentState, loop: LoopState
 
         state, timesteps = agent_step(run, state, loop.step, timesteps, episode, metrics)
         loop.step += 1
+        logs.progress.training(loop.step * action_repeat, episode.returns)   # live line
 
 
 class PartTimer:
@@ -717,14 +726,15 @@ class _Episode:
                  "total_time": loop.total_time} for index, seed in enumerate(seeds)]
 
 
-def _evaluate(run: Run, state: agents.AgentState, loop: LoopState, frame: int) -> list[dict]:
-    """eval.csv rows of an evaluation at `frame`, one per seed."""
+def _evaluate(run: Run, state: agents.AgentState, loop: LoopState, frame: int,
+              on_step: Callable[[int, np.ndarray], None] | None = None) -> list[dict]:
+    """eval.csv rows of an evaluation at `frame`, one per seed (on_step: see `evaluate`)."""
     video = (os.path.join(run.workdir, "videos", f"eval_{frame}.mp4")
              if run.config.save_video else None)
     if video is not None and not processes.is_primary():
         video = None
     results = evaluate(run.eval_pool, run.eval_policy(state, loop.step),
-                       run.config.num_eval_episodes, video)
+                       run.config.num_eval_episodes, video, on_step)
     names = ("episode_return", "episode_length")
     gathered = processes.gather({name: np.asarray([r[name] for r in results]) for name in names})
     return [{"frame": frame, "seed": seed, "step": loop.step, "episode": loop.episode,

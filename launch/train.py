@@ -25,6 +25,8 @@ from pixelzoo import agents  # noqa: E402 - after the GPU memory setting
 from pixelzoo import envs  # noqa: E402
 from pixelzoo.agents.config import Config, check_field_names  # noqa: E402
 from pixelzoo.launch import processes  # noqa: E402
+from pixelzoo.launch.progress import device_summary  # noqa: E402
+from pixelzoo.launch.quiet_logs import quiet_library_logs  # noqa: E402
 from pixelzoo.launch.workdir import WorkdirError, WorkdirLock, check_workdir  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -166,6 +168,7 @@ def check_devices(requested: int | None, seed_shards: int | None, num_seeds: int
 
 def main(argv: list[str]) -> None:
     del argv
+    quiet_library_logs()    # third-party INFO only with --verbosity (before JAX's backends)
     try:
         spec = run_spec_from_flags()
     except UserError as error:
@@ -189,6 +192,10 @@ def main(argv: list[str]) -> None:
                                              FLAGS.process_id)
         num_devices, seed_shards = check_devices(FLAGS.num_devices, FLAGS.seed_shards,
                                                  spec["num_seeds"], spec["config"]["batch_size"])
+        if processes.is_primary():        # what to expect: the backend and its devices
+            import jax
+            print(device_summary(jax.devices(), num_devices, spec["config"]["obs_type"]),
+                  flush=True)
         workdir = FLAGS.workdir or default_workdir(spec)
         check_workdir(workdir)            # the first write, after every other check
         if processes.is_primary():        # process 0 holds the workdir for the whole run
