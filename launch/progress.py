@@ -20,25 +20,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from pixelzoo.launch import quick_look
+
 TERMINAL_REFRESH_S = 1.0    # the live line's refresh on a terminal (in place)
 FILE_REFRESH_S = 30.0       # at most one live line this often in a file or pipe
 RATE_WINDOW_S = 10.0        # frames/s of the live line: over about this many seconds
 DEFAULT_WIDTH = 120         # columns when the terminal's width is unknown
-
-# The README's quick look: DrQ-v2 from proprioceptive state on cartpole_balance, which
-# learns to balance (return ~1000) in about two minutes on a 2-core CPU.
-QUICK_LOOK_WORKDIR = "runs/quick-look"
-QUICK_LOOK_ARGS = (
-    "--agent=drqv2", "--task=cartpole_balance", "--num_frames=40000",
-    "--config.obs_type=state", "--config.action_repeat=4", "--config.update_every_steps=1",
-    "--config.lr=3e-4", "--config.batch_size=128", "--config.hidden_dim=256",
-    "--config.stddev_steps=2000", "--config.num_seed_frames=1000",
-    "--config.eval_every_frames=2000", "--config.num_eval_episodes=5")
-
-
-def quick_look_command(workdir: str = QUICK_LOOK_WORKDIR) -> str:
-    """The quick look's train command, as the README and the forecast line give it."""
-    return " ".join(("python -m pixelzoo.launch.train", *QUICK_LOOK_ARGS, f"--workdir={workdir}"))
 
 
 def format_duration(seconds: float) -> str:
@@ -126,7 +113,8 @@ class DurationForecast:
         days = f" (~{total / 86_400:.1f} days)" if total >= 86_400 else ""
         return (f"on {self.backend} the first updates took {self.frames_per_update / fps:.1f} s "
                 f"each ({fps:.1f} frames/s): {self.total_frames:,} frames would take "
-                f"{format_duration(total)}{days}. For a quick look try: {quick_look_command()}")
+                f"{format_duration(total)}{days}. For a quick look try: "
+                + quick_look.train_command())
 
 
 class Progress:
@@ -289,4 +277,5 @@ def progress_for_run(config: Any, num_frames: int, start_frame: int, quiet: bool
                                     period * config.action_repeat, backend, start_frame)
     return Progress(num_frames, start_frame, quiet=quiet, forecast=forecast,
                     action_repeat=config.action_repeat,
-                    first_update_frame=first_update_frame if start_frame <= first_update_frame else None)
+                    first_update_frame=(first_update_frame if start_frame <= first_update_frame
+                                        else None))

@@ -10,6 +10,7 @@ from absl import flags
 from absl import logging as absl_logging
 
 from pixelzoo.launch import progress as progress_lib
+from pixelzoo.launch import quick_look
 from pixelzoo.launch.progress import DurationForecast, Progress, device_summary, format_duration
 from pixelzoo.launch.quiet_logs import quiet_library_logs
 
@@ -145,7 +146,7 @@ def test_duration_forecast_is_said_once_from_the_first_updates_after_the_compile
     assert line.startswith("on cpu the first updates took 2.4 s each (1.7 frames/s): "
                            "1,000,000 frames would take 6d 22:40:00 (~6.9 days). "
                            "For a quick look try: python -m pixelzoo.launch.train ")
-    assert line.endswith(progress_lib.quick_look_command())
+    assert line.endswith(quick_look.train_command())
     assert forecast.observe(60.0, 4030) is None
 
 
