@@ -3,7 +3,8 @@
 - `Progress`: the live progress line, fed once per agent step (`training`) and per
   evaluation step (`evaluating`): frames, frames/s over the last seconds, the episode's
   return so far and the time left. On a terminal it is one line rewritten in place (`\\r`)
-  every second; in a file or pipe (a sweep's train.log) a plain line at most every 30 s,
+  every second (or after each agent step, when one takes longer), kept below the
+  permanent lines; in a file or pipe (a sweep's train.log) a plain line at most every 30 s,
   and only when nothing else was printed meanwhile. Permanent lines (`show`) go above it.
 - `DurationForecast`: on a CPU-only pixel run, one line after the first measured updates
   saying how long the whole run would take, with a command for a quick look instead.
@@ -83,8 +84,8 @@ class DurationForecast:
     """
 
     def __init__(self, total_frames: int, first_update_frame: int, frames_per_update: int,
-                 backend: str, start_frame: int = 0, min_updates: int = 3,
-                 min_seconds: float = 5.0):
+                 backend: str, start_frame: int = 0, min_updates: int = 5,
+                 min_seconds: float = 10.0):
         self.total_frames, self.frames_per_update = total_frames, frames_per_update
         self.backend = backend
         self.measure_from = max(first_update_frame, start_frame) + frames_per_update
@@ -144,6 +145,7 @@ class Progress:
         self._next_check = now + TERMINAL_REFRESH_S
         self._last_output = now      # when a line was last printed (file mode's gap)
         self._live = False           # a live line is on the terminal, not ended by \n
+        self._live_text = ""
         self._eval: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ permanent lines
@@ -164,19 +166,21 @@ class Progress:
                 f"{fps:7.1f} frames/s | return {ret} | left {format_duration(left)}")
 
     def show(self, text: str) -> None:
-        """A permanent line (above the live one on a terminal)."""
+        """A permanent line; on a terminal the live line is drawn again below it."""
         if self.quiet:
             return
         stream = self._stream()
-        stream.write(("\r\x1b[K" if self._live else "") + text + "\n")
+        if self._live:
+            stream.write(f"\r\x1b[K{text}\n{self._live_text}\x1b[K")
+        else:
+            stream.write(text + "\n")
         stream.flush()
-        self._live = False
         self._last_output = self.clock()
 
     def close(self) -> None:
-        """Ends the live line, so that what follows starts on a line of its own."""
+        """Clears the live line, so that what follows starts on an empty line."""
         if self._live and not self.quiet:
-            self._stream().write("\n")
+            self._stream().write("\r\x1b[K")
             self._stream().flush()
         self._live = False
 
@@ -241,7 +245,8 @@ class Progress:
             return
         stream = self._stream()
         if _is_terminal(stream):
-            stream.write("\r" + text[:_width(stream) - 1] + "\x1b[K")
+            self._live_text = text[:_width(stream) - 1]
+            stream.write(f"\r{self._live_text}\x1b[K")
             stream.flush()
             self._live = True
         elif now - self._last_output >= FILE_REFRESH_S:

@@ -70,13 +70,16 @@ def test_permanent_lines_go_above_the_live_line_and_close_ends_it():
     stream = FakeTerminal(clock)
     progress = Progress(100_000, 0, stream=stream, clock=clock)
     run_steps(progress, clock, seconds=1.5, step_s=0.5)
+    live = stream.getvalue().split("\r")[-1]
     progress.show("[train] a permanent line")
-    assert stream.getvalue().endswith("\r\x1b[K[train] a permanent line\n")
+    assert stream.getvalue().endswith("\r\x1b[K[train] a permanent line\n" + live)
     run_steps(progress, clock, seconds=1.5, step_s=0.5, frame=6)
     progress.close()
-    assert stream.getvalue().endswith("\x1b[K\n")
-    progress.close()                                     # nothing more to end
-    assert stream.getvalue().endswith("\x1b[K\n")
+    assert stream.getvalue().endswith("\x1b[K\r\x1b[K")
+    size = len(stream.getvalue())
+    progress.close()                                     # nothing more to clear
+    progress.show("stopped")
+    assert stream.getvalue()[size:] == "stopped\n"
 
 
 def test_in_a_file_a_plain_line_comes_every_30_s_when_nothing_else_was_printed():
@@ -141,8 +144,8 @@ def test_duration_forecast_is_said_once_from_the_first_updates_after_the_compile
     assert forecast.observe(10.0, 3000) is None                  # seeding: no updates yet
     assert forecast.observe(40.0, 4002) is None                  # the compiling update
     assert forecast.observe(41.0, 4004) is None                  # measuring starts
-    assert forecast.observe(43.4, 4008) is None                  # one update: too few
-    line = forecast.observe(48.2, 4016)                          # 3 updates in 7.2 s
+    assert forecast.observe(48.2, 4016) is None                  # 3 updates: too few
+    line = forecast.observe(53.0, 4024)                          # 5 updates in 12 s
     assert line.startswith("on cpu the first updates took 2.4 s each (1.7 frames/s): "
                            "1,000,000 frames would take 6d 22:40:00 (~6.9 days). "
                            "For a quick look try: python -m pixelzoo.launch.train ")
