@@ -15,12 +15,14 @@ VIDEO_SIZE = 256
 
 
 def evaluate(pool: envs.EnvPool, policy: Callable[[np.ndarray], np.ndarray],
-             num_episodes: int, video_path: str | None) -> list[dict[str, float]]:
+             num_episodes: int, video_path: str | None,
+             on_step: Callable[[int, np.ndarray], None] | None = None) -> list[dict[str, float]]:
     """Deterministic-policy episodes of every environment of `pool` (one per seed, stepped
     together): per environment, the mean return and length over `num_episodes`; an mp4 of
     the first environment's first episode if asked.
 
-    policy: observations [K, ...] -> actions [K, A].
+    policy: observations [K, ...] -> actions [K, A]; on_step: called after every step with
+    (episode index, the environments' returns so far [K]) (the live progress line).
     """
     returns = np.zeros((num_episodes, len(pool)))
     lengths, frames = [], []
@@ -34,6 +36,8 @@ def evaluate(pool: envs.EnvPool, policy: Callable[[np.ndarray], np.ndarray],
             timesteps = pool.step(policy(np.stack([t.observation for t in timesteps])))
             returns[episode] += [float(t.reward) for t in timesteps]
             length += 1
+            if on_step is not None:
+                on_step(episode, returns[episode])
             if record:
                 frames.append(pool.call(0, "render", VIDEO_SIZE))
         lengths.append(length * pool.action_repeat)
@@ -44,15 +48,15 @@ def evaluate(pool: envs.EnvPool, policy: Callable[[np.ndarray], np.ndarray],
              else float("nan"), "episode_length": length} for index in range(len(pool))]
 
 
-def evaluation_rows(run: Run, state: agents.AgentState, loop: LoopState,
-                    frame: int) -> list[dict]:
-    """eval.csv rows of an evaluation at `frame`, one per seed."""
+def evaluation_rows(run: Run, state: agents.AgentState, loop: LoopState, frame: int,
+                    on_step: Callable[[int, np.ndarray], None] | None = None) -> list[dict]:
+    """eval.csv rows of an evaluation at `frame`, one per seed (on_step: see `evaluate`)."""
     video = (os.path.join(run.workdir, "videos", f"eval_{frame}.mp4")
              if run.config.save_video else None)
     if video is not None and not processes.is_primary():
         video = None
     results = evaluate(run.eval_pool, run.eval_policy(state, loop.step),
-                       run.config.num_eval_episodes, video)
+                       run.config.num_eval_episodes, video, on_step)
     names = ("episode_return", "episode_length")
     gathered = processes.gather({name: np.asarray([r[name] for r in results]) for name in names})
     return [{"frame": frame, "seed": seed, "step": loop.step, "episode": loop.episode,

@@ -101,7 +101,9 @@ def _run_loop(run: Run, logs: RunLogs, state, loop: LoopState, resumed_frame: in
             driver.new_episode()
         if config.num_eval_episodes and (due(config.eval_every_frames, previous_frame, frame)
                                          or frame >= num_frames):
-            logs.evaluation(evaluation_rows(run, driver.state, loop, frame))
+            logs.evaluation(evaluation_rows(
+                run, driver.state, loop, frame,
+                logs.progress.evaluating(frame, config.num_eval_episodes)))
         if due(config.log_every_frames, previous_frame, frame) and frame > 0:
             logs.interval(frame, driver.metrics.interval_means())
         if frame >= num_frames:
@@ -123,3 +125,4 @@ def _run_loop(run: Run, logs: RunLogs, state, loop: LoopState, resumed_frame: in
                                f"latent replay of {loop.latent_capacity:,} timesteps")
         driver.agent_step()
         loop.step += 1
+        logs.progress.training(loop.step * config.action_repeat, driver.episode.returns)

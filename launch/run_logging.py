@@ -1,13 +1,12 @@
-"""What a run writes besides checkpoints: CSV logs, TensorBoard events, terminal progress,
-evaluation videos."""
+"""What a run writes besides checkpoints: CSV logs, TensorBoard events, evaluation videos;
+terminal progress is `launch.progress` (Progress re-exported here)."""
 import csv
-import math
 import os
-import sys
-import time
 from typing import Sequence
 
 import numpy as np
+
+from pixelzoo.launch.progress import Progress, format_duration  # noqa: F401 - re-exported
 
 
 class CsvLog:
@@ -99,46 +98,6 @@ class WandbLog:
 
     def close(self) -> None:
         self._run.finish()
-
-
-def format_duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-class Progress:
-    """One terminal line per log interval: frames, frames/s, recent return, time left."""
-
-    def __init__(self, total_frames: int, start_frame: int, stream=None, quiet: bool = False):
-        """stream: where lines go (default: sys.stdout at the time of each line); quiet:
-        nowhere (the processes of a multi-process run other than the primary)."""
-        self.total_frames = total_frames
-        self.stream, self.quiet = stream, quiet
-        self._last_time = time.monotonic()
-        self._last_frame = start_frame
-        self.last_fps = 0.0  # training frames/s of the last interval, 0 before the first
-
-    def frames_per_second(self, frame: int) -> float:
-        """Frames/s since the previous call (starts a new interval)."""
-        now = time.monotonic()
-        elapsed = max(now - self._last_time, 1e-9)
-        fps = (frame - self._last_frame) / elapsed
-        self._last_time, self._last_frame = now, frame
-        self.last_fps = fps
-        return fps
-
-    def line(self, kind: str, frame: int, fps: float, recent_return: float | None) -> str:
-        left = (self.total_frames - frame) / fps if fps > 0 else float("inf")
-        ret = "    n/a" if recent_return is None else f"{recent_return:7.1f}"
-        pct = 100.0 * frame / self.total_frames
-        return (f"[{kind}] frame {frame:>9,}/{self.total_frames:,} ({pct:5.1f}%) | "
-                f"{fps:7.1f} frames/s | return {ret} | left {format_duration(left)}")
-
-    def show(self, text: str) -> None:
-        if not self.quiet:
-            print(text, file=self.stream or sys.stdout, flush=True)
 
 
 def save_video(path: str, frames: list[np.ndarray], fps: int = 30) -> None:

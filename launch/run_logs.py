@@ -3,12 +3,14 @@ rows of train.csv, eval.csv, TensorBoard (and W&B) and the terminal line."""
 import collections
 import os
 
+import jax
 import numpy as np
 
 from pixelzoo.agents.common import METRIC_GATES, mean_over_updates
 from pixelzoo.launch import processes
+from pixelzoo.launch.progress import progress_for_run
 from pixelzoo.launch.run import Run
-from pixelzoo.launch.run_logging import CsvLog, Progress, TensorBoard, WandbLog
+from pixelzoo.launch.run_logging import CsvLog, TensorBoard, WandbLog
 
 TRAIN_COLUMNS = ["frame", "step", "episode", "episode_return", "episode_length", "fps",
                  "total_time"]
@@ -105,7 +107,8 @@ class RunLogs:
         self.run = run
         self.recent_returns: collections.deque = collections.deque(maxlen=10)
         self.write = processes.is_primary()
-        self.progress = Progress(run.spec.num_frames, start_frame, quiet=not self.write)
+        self.progress = progress_for_run(run.config, run.spec.num_frames, start_frame,
+                                         quiet=not self.write, backend=jax.default_backend())
         self.boards = []
         if not self.write:
             return
@@ -151,5 +154,6 @@ class RunLogs:
                                               self.progress.frames_per_second(frame), recent))
 
     def close(self) -> None:
+        self.progress.close()
         for board in self.boards:
             board.close()

@@ -25,6 +25,8 @@ from pixelzoo import agents  # noqa: E402 - after the GPU memory setting
 from pixelzoo import envs  # noqa: E402
 from pixelzoo.agents.config import Config, check_field_names  # noqa: E402
 from pixelzoo.launch import processes  # noqa: E402
+from pixelzoo.launch.progress import device_summary  # noqa: E402
+from pixelzoo.launch.quiet_logs import quiet_library_logs  # noqa: E402
 from pixelzoo.launch.run_spec import RunSpec, check_run_spec, compose_run_spec  # noqa: E402
 from pixelzoo.launch.workdir import WorkdirError, WorkdirLock, check_workdir  # noqa: E402
 
@@ -126,6 +128,7 @@ def _spec_differences(saved: dict[str, Any], spec: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str]) -> None:
     del argv
+    quiet_library_logs()    # third-party INFO only with --verbosity (before JAX's backends)
     try:
         spec = run_spec_from_flags()
     except ValueError as error:
@@ -149,6 +152,9 @@ def main(argv: list[str]) -> None:
                                              FLAGS.process_id)
         import jax  # deferred: starts JAX's threads, so only after the GL probe
         spec = check_run_spec(spec, jax.devices(), jax.process_count())
+        if processes.is_primary():        # what to expect: the backend and its devices
+            print(device_summary(jax.devices(), spec.num_devices, spec.config.obs_type),
+                  flush=True)
         workdir = FLAGS.workdir or default_workdir(spec)
         check_workdir(workdir)            # the first write, after every other check
         if processes.is_primary():        # process 0 holds the workdir for the whole run

@@ -1,0 +1,50 @@
+"""The README's quick look, shortened: the same train command learns, stays quiet, and the
+same plot command writes its curve."""
+import csv
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+from pixelzoo.launch import quick_look
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHORT_FRAMES = 10_000     # of the quick look's 40,000: about 35 s of training on 2 cores
+
+
+def one_line(text: str) -> str:
+    """A README command as one line (backslash-continued lines joined, spaces collapsed)."""
+    return " ".join(text.replace("\\\n", " ").split())
+
+
+def test_the_readme_gives_the_quick_look_commands():
+    readme = one_line((ROOT / "README.md").read_text())
+    assert quick_look.train_command() in readme
+    assert quick_look.plot_command() in readme
+    assert "runs/quick-look/plots/cartpole_balance.png" in readme
+
+
+@pytest.mark.slow(60)
+def test_the_quick_look_learns_quietly_and_plots_its_curve(tmp_path):
+    workdir = tmp_path / "quick-look"
+    args = [arg for arg in quick_look.train_args(str(workdir))
+            if not arg.startswith("--num_frames=")] + [f"--num_frames={SHORT_FRAMES}"]
+    train = subprocess.run([sys.executable, "-m", "pixelzoo.launch.train", *args], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600)
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert train.stdout.startswith("cpu: 1 device\ntraining drqv2 on cartpole_balance")
+    assert not re.search(r"^I\d{4} ", train.stderr, re.MULTILINE), "absl INFO on the terminal"
+    assert "Unable to initialize backend" not in train.stderr + train.stdout
+    with open(workdir / "eval.csv", newline="") as file:
+        evals = [(int(row["frame"]), float(row["episode_return"])) for row in csv.DictReader(file)]
+    assert [frame for frame, _ in evals] == list(range(0, SHORT_FRAMES + 1, 2000))
+    first, last = evals[0][1], evals[-1][1]
+    assert last > first + 100, evals          # ~300 (random) -> ~430 at 10k frames (seed 1)
+
+    plot = subprocess.run([sys.executable, "-m", "pixelzoo.launch.plot",
+                           *quick_look.plot_args(str(workdir))], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert plot.returncode == 0, plot.stderr[-3000:]
+    assert (workdir / "plots" / "cartpole_balance.png").stat().st_size > 10_000
