@@ -3,8 +3,9 @@
 - `Progress`: the live progress line, fed once per agent step (`training`) and per
   evaluation step (`evaluating`): frames, frames/s over the last seconds, the episode's
   return so far and the time left. On a terminal it is one line rewritten in place (`\\r`)
-  every second (or after each agent step, when one takes longer), kept below the
-  permanent lines; in a file or pipe (a sweep's train.log) a plain line at most every 30 s,
+  every second (or after each agent step, when one takes longer; while a step runs longer
+  than HEARTBEAT_S a heartbeat thread redraws it with the step's running time), kept below
+  the permanent lines; in a file or pipe (a sweep's train.log) a plain line at most every 30 s,
   and only when nothing else was printed meanwhile. Permanent lines (`show`) go above it.
 - `DurationForecast`: on a CPU-only pixel run, one line after the first measured updates
   saying how long the whole run would take, with a command for a quick look instead.
@@ -16,6 +17,7 @@ import collections
 import math
 import os
 import sys
+import threading
 import time
 from typing import Any, Callable, Sequence
 
@@ -24,6 +26,7 @@ import numpy as np
 from pixelzoo.launch import quick_look
 
 TERMINAL_REFRESH_S = 1.0    # the live line's refresh on a terminal (in place)
+HEARTBEAT_S = 2.0           # on a terminal, a step running this long redraws the line
 FILE_REFRESH_S = 30.0       # at most one live line this often in a file or pipe
 RATE_WINDOW_S = 10.0        # frames/s of the live line: over about this many seconds
 DEFAULT_WIDTH = 120         # columns when the terminal's width is unknown
@@ -146,7 +149,12 @@ class Progress:
         self._last_output = now      # when a line was last printed (file mode's gap)
         self._live = False           # a live line is on the terminal, not ended by \n
         self._live_text = ""
+        self._last_refresh = now     # when the live line was last drawn
+        self._last_step = now        # when the last agent or evaluation step ended
         self._eval: dict[str, Any] = {}
+        self._lock = threading.Lock()   # the heartbeat thread writes too
+        self._heartbeat: threading.Thread | None = None
+        self._stopped = threading.Event()
 
     # ------------------------------------------------------------------ permanent lines
     def frames_per_second(self, frame: int) -> float:
@@ -169,26 +177,62 @@ class Progress:
         """A permanent line; on a terminal the live line is drawn again below it."""
         if self.quiet:
             return
-        stream = self._stream()
-        if self._live:
-            stream.write(f"\r\x1b[K{text}\n{self._live_text}\x1b[K")
-        else:
-            stream.write(text + "\n")
-        stream.flush()
-        self._last_output = self.clock()
+        with self._lock:
+            stream = self._stream()
+            if self._live:
+                stream.write(f"\r\x1b[K{text}\n{self._live_text}\x1b[K")
+            else:
+                stream.write(text + "\n")
+            stream.flush()
+            self._last_output = self.clock()
 
     def close(self) -> None:
-        """Clears the live line, so that what follows starts on an empty line."""
-        if self._live and not self.quiet:
-            self._stream().write("\r\x1b[K")
-            self._stream().flush()
-        self._live = False
+        """Stops the heartbeat and clears the live line, so that what follows starts on an
+        empty line."""
+        self._stopped.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join()
+        with self._lock:
+            if self._live and not self.quiet:
+                self._stream().write("\r\x1b[K")
+                self._stream().flush()
+            self._live = False
+
+    # ------------------------------------------------------------------ the heartbeat
+    def beat(self) -> None:
+        """On a terminal, when the live line has not been drawn for HEARTBEAT_S (a long
+        agent step: an update compiling, or seconds-long CPU updates), draws it again with
+        how long the current step has been running, so a working run never looks hung."""
+        now = self.clock()
+        with self._lock:
+            if not self._live or now - self._last_refresh < HEARTBEAT_S:
+                return
+            text = self._live_text.split(" | step running")[0]
+            text += f" | step running {now - self._last_step:.0f} s"
+            stream = self._stream()
+            stream.write(f"\r{text[:_width(stream) - 1]}\x1b[K")
+            stream.flush()
+            self._last_refresh = now
+
+    def start_heartbeat(self) -> None:
+        """On a terminal, a daemon thread calling `beat` every TERMINAL_REFRESH_S until
+        `close` (nothing in a file or pipe, or when quiet)."""
+        if self.quiet or self._heartbeat is not None or not _is_terminal(self._stream()):
+            return
+
+        def run() -> None:
+            while not self._stopped.wait(TERMINAL_REFRESH_S):
+                self.beat()
+
+        self._heartbeat = threading.Thread(target=run, name="pixelzoo-progress", daemon=True)
+        self._heartbeat.start()
 
     # ------------------------------------------------------------------ the live line
     def training(self, frame: int, episode_returns: np.ndarray) -> None:
         """Called after every agent step: `frame` reached, the running episode's returns so
         far ([K] seeds). Costs a clock reading unless a refresh is due."""
         now = self.clock()
+        self._last_step = now
         if self._phase != "train":       # the first step after an evaluation
             self._phase = "train"
             self._rate.restart(now, frame)
@@ -227,6 +271,7 @@ class Progress:
             run["episode_steps"] = run["steps"] - 1 - run["episode_start"]
             run["episode"], run["episode_start"] = episode, run["steps"] - 1
         now = self.clock()
+        self._last_step = now
         if now < self._next_check:
             return
         self._next_check = now + TERMINAL_REFRESH_S
@@ -245,10 +290,11 @@ class Progress:
             return
         stream = self._stream()
         if _is_terminal(stream):
-            self._live_text = text[:_width(stream) - 1]
-            stream.write(f"\r{self._live_text}\x1b[K")
-            stream.flush()
-            self._live = True
+            with self._lock:
+                self._live_text = text[:_width(stream) - 1]
+                stream.write(f"\r{self._live_text}\x1b[K")
+                stream.flush()
+                self._live, self._last_refresh = True, now
         elif now - self._last_output >= FILE_REFRESH_S:
             self.show(text)
 
@@ -280,7 +326,9 @@ def progress_for_run(config: Any, num_frames: int, start_frame: int, quiet: bool
     if backend == "cpu" and config.obs_type == "pixels":
         forecast = DurationForecast(num_frames, first_update_frame,
                                     period * config.action_repeat, backend, start_frame)
-    return Progress(num_frames, start_frame, quiet=quiet, forecast=forecast,
-                    action_repeat=config.action_repeat,
-                    first_update_frame=(first_update_frame if start_frame <= first_update_frame
-                                        else None))
+    progress = Progress(num_frames, start_frame, quiet=quiet, forecast=forecast,
+                        action_repeat=config.action_repeat,
+                        first_update_frame=(first_update_frame
+                                            if start_frame <= first_update_frame else None))
+    progress.start_heartbeat()
+    return progress

@@ -221,3 +221,36 @@ def test_quiet_library_logs_drops_info_unless_verbosity_was_given(monkeypatch):
     finally:
         root.setLevel(saved_root)
         absl_logging.set_verbosity(saved_absl)
+
+
+def test_a_long_step_on_a_terminal_is_shown_running_by_the_heartbeat():
+    """An agent step of 12 s (an update compiling, or slow CPU updates): `beat`, which the
+    heartbeat thread calls every second, redraws the line at most every HEARTBEAT_S with
+    the step's running time; so the terminal is never left more than 5 s without a write."""
+    clock = FakeClock()
+    stream = FakeTerminal(clock)
+    progress = Progress(100_000, 0, stream=stream, clock=clock)
+    run_steps(progress, clock, seconds=1.0, step_s=0.5)
+    last_step = clock.now
+    for _ in range(12):                                  # the step runs; the thread beats
+        clock.now += 1.0
+        progress.beat()
+    run_steps(progress, clock, seconds=1.0, step_s=1.0, frame=4)
+    assert np.diff([0.0] + stream.write_times).max() <= progress_lib.HEARTBEAT_S
+    beats = [text for text in stream.getvalue().split("\r") if "step running" in text]
+    assert progress_lib.HEARTBEAT_S == 2.0    # beats at 3, 5, ..., 13 s; the step began at 1 s
+    assert len(beats) == 6 and beats[-1].endswith("| step running 12 s\x1b[K")
+    assert all(beat.count("step running") == 1 for beat in beats)
+    assert last_step == 1.0
+
+
+def test_the_heartbeat_runs_only_on_a_terminal_and_stops_at_close():
+    clock = FakeClock()
+    in_file = Progress(1000, 0, stream=io.StringIO(), clock=clock)
+    in_file.start_heartbeat()
+    assert in_file._heartbeat is None
+    on_terminal = Progress(1000, 0, stream=FakeTerminal(clock), clock=clock)
+    on_terminal.start_heartbeat()
+    assert on_terminal._heartbeat.is_alive()
+    on_terminal.close()
+    assert not on_terminal._heartbeat.is_alive()
