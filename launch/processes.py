@@ -31,7 +31,8 @@ def distributed_arguments(environ: Mapping[str, str], coordinator_address: str |
       (cluster_detection_method='slurm'); `local_device_ids` say the GPUs of this task
       (`_slurm_local_device_ids`), as JAX alone would give each task GPU SLURM_LOCALID only.
     - A Cloud TPU VM (`on_cloud_tpu_vm`: JAX found TPU chips and libtpu): {}, JAX's own
-      TPU detection (the VM's metadata, or TPU_WORKER_HOSTNAMES on GKE) does the rest.
+      TPU detection (the VM's metadata, or TPU_WORKER_HOSTNAMES on GKE) does the rest;
+      unless TPU_SKIP_MDS_QUERY (set where there is no metadata) leaves it nothing to read.
     An empty `local_device_ids` restricts nothing: the process uses every device it sees.
     """
     flags = (coordinator_address, num_processes, process_id)
@@ -49,7 +50,8 @@ def distributed_arguments(environ: Mapping[str, str], coordinator_address: str |
     if _srun_task(environ):
         return dict(cluster_detection_method="slurm",
                     local_device_ids=_slurm_local_device_ids(environ))
-    if on_cloud_tpu_vm:
+    gke = "TPU_WORKER_HOSTNAMES" in environ or "TPU_PROCESS_ADDRESSES" in environ
+    if on_cloud_tpu_vm and (gke or "TPU_SKIP_MDS_QUERY" not in environ):
         return {}
     return None
 

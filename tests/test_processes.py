@@ -3,6 +3,7 @@ SLURM, on TPU VMs and from flags, computed from hand-made environments: no clust
 nothing is initialized."""
 import pytest
 
+from pixelzoo.launch import processes
 from pixelzoo.launch.processes import distributed_arguments
 
 
@@ -94,6 +95,15 @@ def test_a_cloud_tpu_vm_leaves_every_setting_to_jaxs_tpu_detection():
     gke = {"TPU_WORKER_HOSTNAMES": "t-0,t-1,t-2,t-3", "TPU_WORKER_ID": "2"}
     assert auto(gke, on_cloud_tpu_vm=True) == {}
     assert auto(gke, on_cloud_tpu_vm=False) is None   # JAX's TPU detectors need a TPU VM
+    # No metadata to read (TPU_SKIP_MDS_QUERY) and no GKE variables: one process.
+    assert auto({"TPU_SKIP_MDS_QUERY": "1"}, on_cloud_tpu_vm=True) is None
+    assert auto({"TPU_SKIP_MDS_QUERY": "1", **gke}, on_cloud_tpu_vm=True) == {}
+
+
+def test_the_tpu_vm_test_is_jaxs_own_and_false_here():
+    from jax._src import cloud_tpu_init   # on_cloud_tpu_vm reads it (a JAX upgrade may move it)
+    assert hasattr(cloud_tpu_init, "running_in_cloud_tpu_vm")
+    assert processes.on_cloud_tpu_vm() is False
 
 
 # ------------------------------------------------------------ explicit flags
