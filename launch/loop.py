@@ -78,8 +78,10 @@ def _announce(run: Run, logs: RunLogs, resumed_frame: int | None) -> None:
         logs.progress.show(f"training {run.spec.agent} on {run.spec.task} ({which}) for "
                            f"{run.spec.num_frames:,} frames in {run.workdir}")
     mesh = run.sharding.mesh
-    logs.progress.show(mesh_summary(jax.process_count(), mesh.devices.size, len(run.seeds),
-                                    mesh.shape[SEED_AXIS], run.config.replay))
+    devices_per_process = [sum(device.process_index == process for device in mesh.devices.flat)
+                           for process in range(jax.process_count())]
+    logs.progress.show(mesh_summary(devices_per_process, len(run.seeds), mesh.shape[SEED_AXIS],
+                                    run.config.replay))
 
 
 def _run_loop(run: Run, logs: RunLogs, state, loop: LoopState, resumed_frame: int | None,

@@ -57,20 +57,22 @@ def device_summary(devices: Sequence[Any], used: int, obs_type: str) -> str:
     return text
 
 
-def mesh_summary(num_processes: int, num_devices: int, num_seeds: int, seed_shards: int,
+def mesh_summary(devices_per_process: Sequence[int], num_seeds: int, seed_shards: int,
                  replay: str) -> str:
     """The start line that says how the run is placed: processes x devices per process, the
     seeds on the devices, and where the replays live. E.g. 'mesh: 2 processes x 2 devices,
     8 seeds, 2 seeds per device; replays in each process's host memory (its seeds')'.
 
-    num_devices: the devices that train (every process's); seed_shards: groups of
+    devices_per_process: each process's devices that train; seed_shards: groups of
     num_seeds/seed_shards seeds, each on num_devices/seed_shards devices; replay: the
     config's 'host' or 'device'."""
+    num_processes, num_devices = len(devices_per_process), sum(devices_per_process)
     processes = _count(num_processes, "process", "processes")
-    if num_devices % num_processes:
-        devices = f"{_count(num_devices, 'device')} on {processes}"
+    if len(set(devices_per_process)) == 1:
+        devices = f"{processes} x {_count(devices_per_process[0], 'device')}"
     else:
-        devices = f"{processes} x {_count(num_devices // num_processes, 'device')}"
+        devices = (f"{_count(num_devices, 'device')} on {processes} "
+                   f"({' + '.join(map(str, devices_per_process))})")
     seeds_per_group, devices_per_group = num_seeds // seed_shards, num_devices // seed_shards
     if devices_per_group == 1:
         placement = f"{_count(seeds_per_group, 'seed')} per device"
