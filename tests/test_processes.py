@@ -1,6 +1,8 @@
 """The arguments of jax.distributed.initialize (launch.processes.distributed_arguments) under
 SLURM, on TPU VMs and from flags, computed from hand-made environments: no cluster, and
-nothing is initialized."""
+nothing is initialized. Last, the launcher's one-line refusals of bad flags."""
+import time
+
 import pytest
 
 from pixelzoo.launch import processes
@@ -171,3 +173,22 @@ def test_jaxs_slurm_detection_fills_the_rest_and_keeps_the_tasks_gpus(monkeypatc
         None, None, None, local_device_ids, "slurm", 300)
     # The coordinator: the first node, on a port derived from the job id.
     assert detected == (f"gpu01:{4242 % 2**12 + 65535 - 2**12 + 1}", 2, 1, local_device_ids)
+
+
+# ------------------------------------------------------------ through the launcher
+@pytest.mark.parametrize("args, line", [
+    (["--coordinator_address=localhost", "--num_processes=2", "--process_id=0"],
+     "error: --coordinator_address=localhost needs host:port, the address of process 0 and "
+     "a free port on it, e.g. node001:8476"),
+    (["--coordinator_address=localhost:8476", "--num_processes=2", "--process_id=2"],
+     "error: --process_id=2 must be in 0..1 (--num_processes=2)"),
+])
+def test_the_launcher_refuses_bad_distributed_flags_in_one_line_before_jax_starts(
+        tmp_path, args, line):
+    from tests.test_train import launch
+    start = time.monotonic()
+    code, stdout, stderr = launch(tmp_path / "run", "--config.obs_type=state", *args)
+    assert code == 2
+    assert stderr.strip().splitlines() == [line] and stdout == ""
+    assert time.monotonic() - start < 30, "no JAX backend, no GL probe, no wait for peers"
+    assert not (tmp_path / "run").exists()
