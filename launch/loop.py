@@ -13,9 +13,11 @@ from typing import Any, Callable, Mapping
 
 import jax
 
+from pixelzoo.agents.learner import SEED_AXIS
 from pixelzoo.launch import processes
 from pixelzoo.launch.driver import Driver
 from pixelzoo.launch.evaluation import evaluation_rows
+from pixelzoo.launch.progress import mesh_summary
 from pixelzoo.launch.run import LoopState, Run
 from pixelzoo.launch.run_logs import MetricsWindow, NonFiniteLossError, RunLogs
 from pixelzoo.launch.run_spec import RunSpec
@@ -66,14 +68,20 @@ def train(spec: RunSpec | Mapping[str, Any], workdir: str, should_stop: Callable
 
 
 def _announce(run: Run, logs: RunLogs, resumed_frame: int | None) -> None:
+    """The run's first lines (process 0's): what trains, or where it resumes; then the mesh."""
     if resumed_frame is not None:
         logs.progress.show(f"resumed from checkpoint at frame {resumed_frame:,} in "
                            f"{run.workdir}")
-        return
-    seeds = run.seeds
-    which = f"seeds {seeds[0]}..{seeds[-1]}" if run.multi_seed else f"seed {seeds[0]}"
-    logs.progress.show(f"training {run.spec.agent} on {run.spec.task} ({which}) for "
-                       f"{run.spec.num_frames:,} frames in {run.workdir}")
+    else:
+        seeds = run.seeds
+        which = f"seeds {seeds[0]}..{seeds[-1]}" if run.multi_seed else f"seed {seeds[0]}"
+        logs.progress.show(f"training {run.spec.agent} on {run.spec.task} ({which}) for "
+                           f"{run.spec.num_frames:,} frames in {run.workdir}")
+    mesh = run.sharding.mesh
+    devices_per_process = [sum(device.process_index == process for device in mesh.devices.flat)
+                           for process in range(jax.process_count())]
+    logs.progress.show(mesh_summary(devices_per_process, len(run.seeds), mesh.shape[SEED_AXIS],
+                                    run.config.replay))
 
 
 def _run_loop(run: Run, logs: RunLogs, state, loop: LoopState, resumed_frame: int | None,

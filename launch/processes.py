@@ -7,39 +7,128 @@ their replays and feeds their batches. Global arrays ([K, ...], split along the 
 come back to the host as this process's rows (`local_rows`) or, for logging, whole on
 every process (`gather`). With one process all of this is the plain single-host path.
 """
-import os
+from collections.abc import Mapping
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 
-# Environment variables whose presence means the scheduler started several tasks.
-_SLURM_TASKS = "SLURM_NTASKS"
-_TPU_HOSTS = "TPU_WORKER_HOSTNAMES"
+# What JAX's SLURM detection reads (jax/_src/clusters/slurm_cluster.py), and what srun sets
+# besides for each task: its node's index and the tasks of each node ('8(x2),4').
+_SLURM_TASK_VARIABLES = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID",
+                         "SLURM_LOCALID", "SLURM_NODEID", "SLURM_STEP_TASKS_PER_NODE")
 
 
-def initialize(coordinator_address: str | None, num_processes: int | None,
-               process_id: int | None) -> bool:
-    """Joins a multi-process run when asked by flags, or when SLURM (SLURM_NTASKS > 1) or a
-    TPU VM slice (several TPU_WORKER_HOSTNAMES) started several tasks; JAX then detects the
-    settings itself. Returns whether the run has several processes. Call before any other
-    JAX call. On CPU the collectives use gloo."""
-    given = [coordinator_address, num_processes, process_id]
-    if any(value is not None for value in given):
-        if any(value is None for value in given):
+def distributed_arguments(environ: Mapping[str, str], coordinator_address: str | None,
+                          num_processes: int | None, process_id: int | None,
+                          on_cloud_tpu_vm: bool) -> dict | None:
+    """The keyword arguments of `jax.distributed.initialize` for this process, or None for a
+    single-process run. ValueError, in one line, for bad settings.
+
+    - The three flags, all or none: used as given (checked: host:port, 0 <= id < count).
+    - Several SLURM tasks (srun): JAX detects the coordinator, count and id
+      (cluster_detection_method='slurm'); `local_device_ids` say the GPUs of this task
+      (`_slurm_local_device_ids`), as JAX alone would give each task GPU SLURM_LOCALID only.
+    - A Cloud TPU VM (`on_cloud_tpu_vm`: JAX found TPU chips and libtpu): {}, JAX's own
+      TPU detection (the VM's metadata, or TPU_WORKER_HOSTNAMES on GKE) does the rest;
+      unless TPU_SKIP_MDS_QUERY (set where there is no metadata) leaves it nothing to read.
+    An empty `local_device_ids` restricts nothing: the process uses every device it sees.
+    """
+    flags = (coordinator_address, num_processes, process_id)
+    if any(value is not None for value in flags):
+        if any(value is None for value in flags):
             raise ValueError("give all of --coordinator_address, --num_processes and "
                              "--process_id, or none of them (auto-detected on TPU VMs and "
                              "under SLURM)")
-        kwargs = dict(coordinator_address=coordinator_address, num_processes=num_processes,
-                      process_id=process_id)
-    elif (int(os.environ.get(_SLURM_TASKS, "1")) > 1
-          or len(os.environ.get(_TPU_HOSTS, "").split(",")) > 1):
-        kwargs = {}
+        _check_process_flags(coordinator_address, num_processes, process_id)
+        arguments = dict(coordinator_address=coordinator_address,
+                         num_processes=num_processes, process_id=process_id)
+        if _srun_task(environ):   # else JAX would still apply its SLURM default
+            arguments["local_device_ids"] = _slurm_local_device_ids(environ)
+        return arguments
+    if _srun_task(environ):
+        return dict(cluster_detection_method="slurm",
+                    local_device_ids=_slurm_local_device_ids(environ))
+    gke = "TPU_WORKER_HOSTNAMES" in environ or "TPU_PROCESS_ADDRESSES" in environ
+    if on_cloud_tpu_vm and (gke or "TPU_SKIP_MDS_QUERY" not in environ):
+        return {}
+    return None
+
+
+def _check_process_flags(coordinator_address: str, num_processes: int,
+                         process_id: int) -> None:
+    host, _, port = coordinator_address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 2**16:
+        raise ValueError(f"--coordinator_address={coordinator_address} needs host:port, the "
+                         "address of process 0 and a free port on it, e.g. node001:8476")
+    if num_processes < 1:
+        raise ValueError(f"--num_processes={num_processes} must be >= 1")
+    if not 0 <= process_id < num_processes:
+        raise ValueError(f"--process_id={process_id} must be in 0..{num_processes - 1} "
+                         f"(--num_processes={num_processes})")
+
+
+def _srun_task(environ: Mapping[str, str]) -> bool:
+    """Whether srun started this process as one of several tasks. ValueError when
+    SLURM_NTASKS > 1 but srun's variables are missing (a batch script's own process)."""
+    if int(environ.get("SLURM_NTASKS", "1")) <= 1:
+        return False
+    missing = [name for name in _SLURM_TASK_VARIABLES if name not in environ]
+    if missing:
+        raise ValueError(f"SLURM_NTASKS={environ['SLURM_NTASKS']} but {', '.join(missing)} "
+                         "unset: start every task with srun, or give --coordinator_address, "
+                         "--num_processes and --process_id")
+    return True
+
+
+def _slurm_local_device_ids(environ: Mapping[str, str]) -> list[int]:
+    """The GPUs (CUDA ordinals, counted after CUDA_VISIBLE_DEVICES) of this srun task.
+
+    The GPUs a task sees: CUDA_VISIBLE_DEVICES's entries, else SLURM_GPUS_ON_NODE. A node's
+    only task takes all of them; T tasks on a node take 1/T each, in SLURM_LOCALID order,
+    unless SLURM already gave each task its own (it sees fewer than SLURM_GPUS_ON_NODE, or
+    fewer than T, e.g. --gpus-per-task=1): then each takes all it sees. Unknown count: all
+    for a node's only task ([]), else GPU SLURM_LOCALID (JAX's default)."""
+    counts = []     # tasks of each node of the step: '8(x2),4' -> [8, 8, 4]
+    for part in environ["SLURM_STEP_TASKS_PER_NODE"].split(","):
+        count, _, repeat = part.partition("(x")
+        counts += [int(count)] * int(repeat.rstrip(")") or 1)
+    tasks_on_node = counts[int(environ["SLURM_NODEID"])]
+    local_id = int(environ["SLURM_LOCALID"])
+    node_gpus = environ.get("SLURM_GPUS_ON_NODE")
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        seen = len([entry for entry in visible.split(",") if entry.strip()])
+    elif node_gpus is not None:
+        seen = int(node_gpus)
     else:
+        return [] if tasks_on_node == 1 else [local_id]
+    own_gpus = seen < tasks_on_node or (node_gpus is not None and seen < int(node_gpus))
+    if tasks_on_node == 1 or own_gpus:
+        return list(range(seen))
+    if seen % tasks_on_node:
+        raise ValueError(f"{tasks_on_node} tasks on a node cannot share its {seen} GPUs "
+                         "evenly: run one task per node, or one per GPU")
+    share = seen // tasks_on_node
+    return list(range(local_id * share, (local_id + 1) * share))
+
+
+def on_cloud_tpu_vm() -> bool:
+    """Whether JAX found TPU chips and libtpu on this machine (at `import jax`): the test
+    JAX's own TPU cluster detection starts from."""
+    from jax._src import cloud_tpu_init   # JAX's own flag; no public equivalent
+    return bool(getattr(cloud_tpu_init, "running_in_cloud_tpu_vm", False))
+
+
+def initialize(arguments: dict | None) -> bool:
+    """Joins the multi-process run that `distributed_arguments` describes (None: none).
+    Returns whether the run has several processes. Call before any other JAX call. On CPU
+    the collectives use gloo."""
+    if arguments is None:
         return False
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(**kwargs)
+    jax.distributed.initialize(**arguments)
     return jax.process_count() > 1
 
 

@@ -9,7 +9,8 @@
   and only when nothing else was printed meanwhile. Permanent lines (`show`) go above it.
 - `DurationForecast`: on a CPU-only pixel run, one line after the first measured updates
   saying how long the whole run would take, with a command for a quick look instead.
-- `device_summary`: the start line naming the backend and its devices.
+- `device_summary`: the start line naming the backend and its devices; `mesh_summary`,
+  the next, how the seeds are placed on the processes and devices.
 
 Every clock and stream is injectable, so none of this needs a terminal to be tested.
 """
@@ -48,7 +49,7 @@ def device_summary(devices: Sequence[Any], used: int, obs_type: str) -> str:
 
     devices: jax.devices() (anything with .platform and .device_kind)."""
     kinds = collections.Counter((device.platform, device.device_kind) for device in devices)
-    parts = [f"{platform}: {count} device{'s' if count > 1 else ''}" if platform == "cpu"
+    parts = [f"{platform}: {_count(count, 'device')}" if platform == "cpu"
              else f"{platform}: {count} x {kind}" for (platform, kind), count in kinds.items()]
     text = ", ".join(parts)
     if used < len(devices):
@@ -57,6 +58,42 @@ def device_summary(devices: Sequence[Any], used: int, obs_type: str) -> str:
         text += ("; no accelerator: each pixel update takes seconds here, and the run's "
                  "duration will be estimated after the first updates")
     return text
+
+
+def mesh_summary(devices_per_process: Sequence[int], num_seeds: int, seed_shards: int,
+                 replay: str) -> str:
+    """The start line that says how the run is placed: processes x devices per process, the
+    seeds on the devices, and where the replays live. E.g. 'mesh: 2 processes x 2 devices,
+    8 seeds, 2 seeds per device; replays in each process's host memory (its seeds')'.
+
+    devices_per_process: each process's devices that train; seed_shards: groups of
+    num_seeds/seed_shards seeds, each on num_devices/seed_shards devices; replay: the
+    config's 'host' or 'device'."""
+    num_processes, num_devices = len(devices_per_process), sum(devices_per_process)
+    processes = _count(num_processes, "process", "processes")
+    if len(set(devices_per_process)) == 1:
+        devices = f"{processes} x {_count(devices_per_process[0], 'device')}"
+    else:
+        devices = (f"{_count(num_devices, 'device')} on {processes} "
+                   f"({' + '.join(map(str, devices_per_process))})")
+    seeds_per_group, devices_per_group = num_seeds // seed_shards, num_devices // seed_shards
+    if devices_per_group == 1:
+        placement = f"{_count(seeds_per_group, 'seed')} per device"
+    elif seeds_per_group == 1:
+        placement = f"{devices_per_group} devices per seed"
+    else:
+        placement = (f"{seed_shards} groups of {seeds_per_group} seeds, each on "
+                     f"{devices_per_group} devices")
+    if replay == "device":
+        where = "device memory (mirrored from the host)"
+    else:
+        where = "each process's host memory (its seeds')" if num_processes > 1 else "host memory"
+    return f"mesh: {devices}, {_count(num_seeds, 'seed')}, {placement}; replays in {where}"
+
+
+def _count(count: int, noun: str, nouns: str | None = None) -> str:
+    """'1 seed', '2 seeds' ('1 process', '2 processes' with nouns='processes')."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
 
 
 class RateWindow:

@@ -196,14 +196,16 @@ def define_flags(flag_values: flags.FlagValues) -> flags.FlagValues:
                          **define)
     flags.DEFINE_integer("timeout_min", 24 * 60, "Time limit of one job (submitit executors).",
                          **define)
-    flags.DEFINE_integer("gpus_per_job", 1, "GPUs per job (submitit executors).", **define)
+    flags.DEFINE_integer("gpus_per_job", 1, "GPUs per job, per node with --nodes (submitit "
+                         "executors).", **define)
     flags.DEFINE_integer("cpus_per_job", 8, "CPUs per job (slurm).", **define)
     flags.DEFINE_integer("nodes", 1, "Nodes per job (slurm): with --tasks_per_node, a "
                          "multi-process run; every task runs the same launch.train command "
                          "and JAX's distributed runtime finds the others (SLURM_NTASKS).",
                          **define)
-    flags.DEFINE_integer("tasks_per_node", 1, "Processes per node (slurm); each sees the "
-                         "node's --gpus_per_job GPUs.", **define)
+    flags.DEFINE_integer("tasks_per_node", 1, "Processes per node (slurm): one takes all "
+                         "of the node's --gpus_per_job GPUs, T take 1/T of them each "
+                         "(one per GPU when T = --gpus_per_job).", **define)
     flags.DEFINE_integer("mem_gb", None, "Memory per job in GB (slurm; default: the "
                          "partition's).", **define)
     flags.DEFINE_string("slurm_partition", None, "SLURM partition.", **define)

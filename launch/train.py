@@ -131,6 +131,9 @@ def main(argv: list[str]) -> None:
     quiet_library_logs()    # third-party INFO only with --verbosity (before JAX's backends)
     try:
         spec = run_spec_from_flags()
+        distributed = processes.distributed_arguments(
+            os.environ, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+            processes.on_cloud_tpu_vm())
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
@@ -148,8 +151,7 @@ def main(argv: list[str]) -> None:
                   file=sys.stderr)
             sys.exit(EXIT_USAGE)
     try:
-        multi_process = processes.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
-                                             FLAGS.process_id)
+        multi_process = processes.initialize(distributed)
         import jax  # deferred: starts JAX's threads, so only after the GL probe
         spec = check_run_spec(spec, jax.devices(), jax.process_count())
         if processes.is_primary():        # what to expect: the backend and its devices

@@ -6,12 +6,14 @@ import timeit
 import types
 
 import numpy as np
+import pytest
 from absl import flags
 from absl import logging as absl_logging
 
 from pixelzoo.launch import progress as progress_lib
 from pixelzoo.launch import quick_look
 from pixelzoo.launch.progress import DurationForecast, Progress, device_summary, format_duration
+from pixelzoo.launch.progress import mesh_summary
 from pixelzoo.launch.quiet_logs import quiet_library_logs
 
 
@@ -191,6 +193,32 @@ def test_device_summary_names_the_backend_and_its_devices():
         "cpu: 1 device; no accelerator: each pixel update takes seconds here")
     assert device_summary([h100] * 8, 8, "pixels") == "gpu: 8 x NVIDIA H100"
     assert device_summary([h100] * 8, 4, "pixels") == "gpu: 8 x NVIDIA H100 (training on 4)"
+
+
+@pytest.mark.parametrize("placement, line", [
+    (([1], 1, 1, "host"),
+     "mesh: 1 process x 1 device, 1 seed, 1 seed per device; replays in host memory"),
+    (([2], 4, 2, "host"),
+     "mesh: 1 process x 2 devices, 4 seeds, 2 seeds per device; replays in host memory"),
+    (([4], 2, 2, "device"),
+     "mesh: 1 process x 4 devices, 2 seeds, 2 devices per seed; "
+     "replays in device memory (mirrored from the host)"),
+    (([4], 4, 2, "host"),
+     "mesh: 1 process x 4 devices, 4 seeds, 2 groups of 2 seeds, each on 2 devices; "
+     "replays in host memory"),
+    (([2, 2], 8, 4, "host"),
+     "mesh: 2 processes x 2 devices, 8 seeds, 2 seeds per device; "
+     "replays in each process's host memory (its seeds')"),
+    (([8] * 16, 16, 16, "host"),
+     "mesh: 16 processes x 8 devices, 16 seeds, 8 devices per seed; "
+     "replays in each process's host memory (its seeds')"),
+    (([2, 1], 3, 3, "host"),
+     "mesh: 3 devices on 2 processes (2 + 1), 3 seeds, 1 seed per device; "
+     "replays in each process's host memory (its seeds')"),
+])
+def test_mesh_summary_says_processes_devices_seeds_and_replays(placement, line):
+    # (devices_per_process, num_seeds, seed_shards, replay)
+    assert mesh_summary(*placement) == line
 
 
 def test_format_duration():
