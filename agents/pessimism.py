@@ -10,14 +10,13 @@ import optax
 
 from pixelzoo.agents import losses
 from pixelzoo.agents.config import Config
-from pixelzoo.agents.parts import CriticStepResult
+from pixelzoo.agents.parts import CRITICS, CriticStepResult
 
 
 def value_fn(config: Config, beta: jnp.ndarray | None = None) -> losses.ValueFn:
-    """Q [N, B] -> [B]: twin: min(Q1, Q2); gpl: mean_i Q_i - beta * u(s, a)."""
-    if config.critic == "gpl":
-        return functools.partial(losses.gpl_penalised_value, beta=beta)
-    return losses.twin_min_value
+    """Q [N, B] -> [B] of the config's critic kind with pessimism `beta` (twin: min(Q1, Q2);
+    gpl: mean_i Q_i - beta * u(s, a)): the kind's own `value_fn` (agents/critics.py)."""
+    return CRITICS[config.critic].value_fn(config, {"beta": beta})
 
 
 def beta_optimizer(config: Config) -> optax.GradientTransformation:
