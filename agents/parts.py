@@ -120,8 +120,8 @@ class Parts:
     encoder: Any
     actor: Any
     critic: Any
-    actor_kind: ActorKind | None = None
-    critic_kind: CriticKind | None = None
+    actor_kind: ActorKind
+    critic_kind: CriticKind
 
     def sample(self, actor_params, features: jnp.ndarray, key: jax.Array,
                exploration: Exploration | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:

@@ -82,7 +82,8 @@ class SeerPhase:
         return not loop.latent_capacity and frame >= self.run.config.seer_freeze_frames
 
     def freeze(self, state: agents.AgentState, loop: Any) -> agents.AgentState:
-        """SEER's freeze: the target critic becomes the critic, every seed's replay is
+        """SEER's freeze: the target critic becomes the critic and the optimisers' states
+        the frozen optimisers' (`agent.seer.freeze`), every seed's replay is
         converted into a latent replay (`replay.to_latent_replay`, each timestep's m shifted
         copies through the frozen layers; the newest that fit), and the updates from now on
         are `agent.seer.update_latent`. Sets loop.latent_capacity."""
@@ -139,14 +140,13 @@ def restore_frozen(checkpointer: RunCheckpointer, frame: int, agent: agents.Agen
     freeze, read into the frozen state's structure: `agent.seer.freeze` of `template` (the
     unfrozen state's shapes, [K, ...] when multi_seed). A checkpoint written before frozen
     states changed structure is read as unfrozen, then converted by
-    `agent.seer.frozen_optimizer_states` where the agent has it; raises if neither reads."""
+    `agent.seer.frozen_optimizer_states`; raises if neither reads."""
     freeze = jax.vmap(agent.seer.freeze) if multi_seed else agent.seer.freeze
     try:
         return checkpointer.restore(frame, jax.eval_shape(freeze, template))
     except Exception:  # noqa: BLE001 - an older checkpoint's structure: try it below
-        convert = getattr(agent.seer, "frozen_optimizer_states", None)
-        if convert is None:
-            raise
-    agent_state, replay_state, loop_state = checkpointer.restore(frame, template)
+        pass
+    convert = agent.seer.frozen_optimizer_states
     convert = jax.vmap(convert) if multi_seed else convert
+    agent_state, replay_state, loop_state = checkpointer.restore(frame, template)
     return jax.tree.map(np.asarray, convert(agent_state)), replay_state, loop_state
