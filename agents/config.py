@@ -33,7 +33,8 @@ class Config:
                                         # tanh_gaussian), or a registered actor kind
     aug: str = "shift"                  # random shift (pad 4, edge replicate) or none
     lix: bool = False                   # A-LIX: LIX layers after every encoder ReLU
-    critic: str = "twin"                # twin (min of 2), gpl (learned pessimism), or a
+    critic: str = "twin"                # twin (min of 2), gpl (learned pessimism),
+                                        # gpl_quantile (GPL on quantile critics), or a
                                         # registered critic kind
     num_critics: int = 2
     mlp: str = "plain"                  # plain or d2rl (input fed to every hidden layer)
@@ -81,6 +82,10 @@ class Config:
     gpl_beta_lr: float = 1e-4
     gpl_beta_b1: float = 0.5
     gpl_learn_beta: bool = True
+    # GPL's quantile critics (critic='gpl_quantile'): K quantiles per critic at the midpoints
+    # (j + 1/2) / K, trained by the quantile Huber loss with threshold kappa.
+    num_quantiles: int = 51
+    quantile_kappa: float = 1.0
     # Optimistic actor: beta_pi = beta + optimism_shift * (1 - t / optimism_decay_steps)
     # for t < optimism_decay_steps agent steps (optimism_shift <= 0; 0 turns it off).
     optimism_shift: float = 0.0
@@ -153,6 +158,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "alix": dict(aug="none", lix=True),
     # GPL: DrQ-v2 with the learned-pessimism critic ensemble (see README on GPL-Pix).
     "gpl": dict(critic="gpl"),
+    # GPL with quantile critics (51 per critic), as the authors' released code has them.
+    "gpl_quantile": dict(critic="gpl_quantile"),
     # D2RL: dense MLPs of depth 4 for the actor and every critic.
     "d2rl": dict(mlp="d2rl", mlp_depth=4),
     "drq": dict(
@@ -237,14 +244,15 @@ def _range_errors(config: Config) -> list[str]:
                  "target_update_every", "num_critics", "mlp_depth", "replay_capacity",
                  "num_target_augs", "num_q_augs", "eval_every_frames",
                  "checkpoint_every_frames", "log_every_frames", "stddev_steps",
-                 "seer_num_copies"):
+                 "seer_num_copies", "num_quantiles"):
         if getattr(config, name) < 1:
             errors.append(f"{name}={getattr(config, name)!r} must be >= 1")
     for name in ("num_seed_frames", "num_eval_episodes", "stddev_final", "stddev_clip",
                  "seer_freeze_frames", "lix_max_shift", "optimism_decay_steps"):
         if getattr(config, name) < 0:
             errors.append(f"{name}={getattr(config, name)!r} must be >= 0")
-    for name in ("lr", "init_temperature", "stddev_init", "lix_lr", "gpl_beta_lr"):
+    for name in ("lr", "init_temperature", "stddev_init", "lix_lr", "gpl_beta_lr",
+                 "quantile_kappa"):
         if getattr(config, name) <= 0:
             errors.append(f"{name}={getattr(config, name)!r} must be > 0")
     if not 0 < config.discount <= 1:
@@ -266,9 +274,14 @@ def _range_errors(config: Config) -> list[str]:
 
 
 def _part_errors(config: Config) -> list[str]:
-    """What the chosen critic kind refuses, and an actor kind on a base it does not fit."""
+    """What the chosen critic kind refuses (and an optimistic shift for a kind without
+    learned pessimism), and an actor kind on a base it does not fit."""
     from pixelzoo.agents import parts
-    errors = list(parts.CRITICS[config.critic].config_errors(config))
+    critic_kind = parts.CRITICS[config.critic]
+    errors = list(critic_kind.config_errors(config))
+    if config.optimism_shift != 0 and critic_kind.step is None:
+        errors.append(f"optimism_shift shifts the actor's beta of a learned-pessimism critic "
+                      f"(critic='gpl' or 'gpl_quantile'); critic={config.critic!r} has none")
     actor = parts.actor_name(config)
     if config.base not in parts.ACTORS[actor].bases:
         errors.append(f"actor={actor!r} does not fit base={config.base!r}; it fits "
@@ -286,8 +299,6 @@ def _combination_errors(config: Config) -> list[str]:
     if config.obs_type == "state" and config.aug != "none":
         errors.append(f"aug={config.aug!r} needs pixel observations; use aug='none' with "
                       "obs_type='state'")
-    if config.optimism_shift != 0 and config.critic != "gpl":
-        errors.append("optimism_shift applies to critic='gpl' only")
     if config.obs_type == "state" and (config.lix or config.encoder != "conv"):
         errors.append("lix and encoder='flare' need pixel observations (obs_type='pixels')")
     if config.lix and config.base != "ddpg":

@@ -19,17 +19,19 @@ sg = jax.lax.stop_gradient
 
 def critic_step(setup: UpdateSetup, params: dict, opt_state, obs: jnp.ndarray,
                 action: jnp.ndarray, target: jnp.ndarray, obs_lix: LixContext | None):
-    """One optimiser step of encoder and critic on `losses.drqv2_critic_loss`.
+    """One optimiser step of encoder and critic on `losses.drqv2_critic_loss` with the
+    critic kind's loss.
 
-    obs [B, ...] augmented; action [B, A]; target [B]. With A-LIX, P's dual gradient
+    obs [B, ...] augmented; action [B, A]; target [B, *out]. With A-LIX, P's dual gradient
     nd_target - ND comes back for `steps.lix_step` (else None).
-    Returns ({'encoder', 'critic'}, opt_state, nd_gradient, features [B, D], Q [N, B],
-    loss)."""
+    Returns ({'encoder', 'critic'}, opt_state, nd_gradient, features [B, D],
+    Q [N, B, *out], loss)."""
     critic_group = {"encoder": params["encoder"], "critic": params["critic"]}
     with_p = {**critic_group, "lix_p": params["lix_p"]} if obs_lix is not None else critic_group
     (loss, (features, q)), grads = jax.value_and_grad(
         losses.drqv2_critic_loss, argnums=1, has_aux=True)(
-        setup.nets, with_p, obs, action, target, obs_lix)
+        setup.nets, with_p, obs, action, target, obs_lix,
+        critic_loss=setup.nets.critic_kind.loss(setup.config))
     nd_gradient = grads.pop("lix_p", None)
     critic_group, opt_state = common.apply_optimizer(setup.optimizers.critic, grads,
                                                      opt_state, critic_group)
@@ -81,8 +83,8 @@ def update(setup: UpdateSetup, state: AgentState, batch: Batch,
         metrics.update(lix_metrics)
     params, opt_states, actor_value_fn, critic_kind_metrics = steps.pessimism_step(
         config, nets.critic_kind, params, opt_states, q, target, state.update_step)
-    if nets.critic_kind.step is not None:   # the ddpg base also reports the disagreement
-        critic_kind_metrics["uncertainty_mean"] = jnp.mean(losses.ensemble_uncertainty(next_q))
+    if nets.critic_kind.uncertainty is not None:   # the ddpg base also reports it
+        critic_kind_metrics["uncertainty_mean"] = jnp.mean(nets.critic_kind.uncertainty(next_q))
     # The actor sees the pre-update encoder's features, gradient stopped (official).
     params["actor"], opt_states["actor"], actor_metrics = actor_step(
         setup, state.update_step, params["actor"], opt_states["actor"], params["critic"],

@@ -10,8 +10,9 @@ Two levels, in the style of rlax:
 A user or a test calls any of them on a hand-made batch; `agents/ddpg.py` and
 `agents/sac.py` compose them, through the steps, into `update`.
 
-Shapes: B batch, N critics, A action dimensions, K target / M Q augmentations. Values are
-returns in reward units; `discount` already holds gamma^n times the environment discounts of
+Shapes: B batch, N critics, A action dimensions, K target / M Q augmentations; a
+distributional critic adds a trailing axis of Kq quantiles to its Q [N, B, Kq], values and
+targets [B, Kq] (`*out` below: nothing, or that axis). Values are returns in reward units; `discount` already holds gamma^n times the environment discounts of
 the n-step window (replay.Batch).
 """
 from typing import Callable, NamedTuple
@@ -24,7 +25,8 @@ import optax
 from pixelzoo.networks import LixContext
 
 sg = jax.lax.stop_gradient
-ValueFn = Callable[[jnp.ndarray], jnp.ndarray]   # Q [N, B] -> value [B]
+ValueFn = Callable[[jnp.ndarray], jnp.ndarray]   # Q [N, B, *out] -> value [B, *out]
+CriticLoss = Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]   # (Q, target) -> scalar
 
 
 class Exploration(NamedTuple):
@@ -41,7 +43,8 @@ def twin_min_value(q: jnp.ndarray) -> jnp.ndarray:
 
 
 def ensemble_uncertainty(q: jnp.ndarray) -> jnp.ndarray:
-    """GPL's u(s, a): mean over ordered pairs i != j of |Q_i - Q_j|. q [N >= 2, B] -> [B]."""
+    """GPL's u(s, a): mean over ordered pairs i != j of |Q_i - Q_j|. q [N >= 2, B, ...] ->
+    [B, ...] (elementwise over any trailing axes)."""
     num = q.shape[0]
     pairwise = jnp.abs(q[:, None, :] - q[None, :, :])                 # [N, N, B], zero diagonal
     return jnp.sum(pairwise, axis=(0, 1)) / (num * (num - 1))
@@ -54,12 +57,67 @@ def gpl_penalised_value(q: jnp.ndarray, beta: jnp.ndarray) -> jnp.ndarray:
     return jnp.mean(q, axis=0) - beta * ensemble_uncertainty(q)
 
 
+# ----------------------------------------------------------------------------- quantiles
+def quantile_midpoints(num_quantiles: int) -> jnp.ndarray:
+    """The fractions a quantile critic's outputs stand for: tau_j = (j + 1/2) / K -> [K]."""
+    return (jnp.arange(num_quantiles, dtype=jnp.float32) + 0.5) / num_quantiles
+
+
+def quantile_huber(error: jnp.ndarray, tau: jnp.ndarray, kappa: float) -> jnp.ndarray:
+    """rho^kappa_tau(e) = |tau - 1{e < 0}| * H_kappa(e), elementwise: H_kappa(e) = e^2 / 2
+    where |e| <= kappa, kappa (|e| - kappa / 2) beyond. e = target - predicted quantile;
+    tau broadcasts against e."""
+    abs_error = jnp.abs(error)
+    huber = jnp.where(abs_error <= kappa, 0.5 * error ** 2, kappa * (abs_error - 0.5 * kappa))
+    return jnp.abs(tau - (error < 0).astype(error.dtype)) * huber
+
+
+def quantile_ensemble_loss(q: jnp.ndarray, target: jnp.ndarray, kappa: float) -> jnp.ndarray:
+    """GPL's quantile critic loss: the sum over critics i, online quantiles j and target
+    quantiles k of rho^kappa_{tau_j}(y_k - theta_ij), averaged over the batch.
+
+    q [N, B, K] as the critics output them (not sorted), tau_j = (j + 1/2) / K; target
+    [B, K'] -> scalar. It sums over the target quantiles where QR-DQN averages (K' times
+    larger), as the authors' code does. With K = K' = 1 and kappa >= max |y - Q| it is
+    `ensemble_mse` / 4 (H = e^2 / 2 and |1/2 - 1{e < 0}| = 1/2)."""
+    taus = quantile_midpoints(q.shape[-1])[:, None]                  # [K, 1]
+    errors = target[None, :, None, :] - q[..., None]                 # [N, B, K, K']
+    per_sample = jnp.sum(quantile_huber(errors, taus, kappa), axis=(2, 3))     # [N, B]
+    return jnp.sum(jnp.mean(per_sample, axis=1))
+
+
+def sorted_quantile_uncertainty(q: jnp.ndarray) -> jnp.ndarray:
+    """GPL's u for quantile critics: the mean over ordered pairs i != j of the Wasserstein-1
+    distance (1/K) sum_k |theta_i,(k) - theta_j,(k)| between their sorted quantiles.
+    q [N >= 2, B, K] -> [B]."""
+    return jnp.mean(ensemble_uncertainty(jnp.sort(q, axis=-1)), axis=-1)
+
+
+def quantile_penalised_value(q: jnp.ndarray, beta: jnp.ndarray) -> jnp.ndarray:
+    """The quantile target's value: the k-th sorted quantile averaged over critics minus
+    beta * `sorted_quantile_uncertainty`. q [N, B, K], beta scalar -> [B, K]."""
+    sorted_mean = jnp.mean(jnp.sort(q, axis=-1), axis=0)
+    return sorted_mean - beta * sorted_quantile_uncertainty(q)[:, None]
+
+
+def quantile_penalised_mean(q: jnp.ndarray, beta: jnp.ndarray) -> jnp.ndarray:
+    """The quantile critics' value for the actor: mean_{i,k} theta_ik - beta * u.
+    q [N, B, K], beta scalar -> [B]."""
+    return jnp.mean(quantile_penalised_value(q, beta), axis=-1)
+
+
 # ----------------------------------------------------------------------------- formulas
+def per_sample(x: jnp.ndarray, like: jnp.ndarray) -> jnp.ndarray:
+    """x [B] (or [K, B]) with trailing unit axes to broadcast against like [..., B, *out]."""
+    return x.reshape(x.shape + (1,) * (like.ndim - x.ndim))
+
+
 def bootstrapped_target(reward: jnp.ndarray, discount: jnp.ndarray,
                         next_value: jnp.ndarray) -> jnp.ndarray:
-    """TD target y = R + discount * V(s'), without gradient. All [B]; R is the n-step
-    discounted reward sum and discount = gamma^n times the window's env discounts."""
-    return sg(reward + discount * next_value)
+    """TD target y = R + discount * V(s'), without gradient. reward, discount [B];
+    next_value [B, *out] (per quantile for a quantile critic) -> y [B, *out]. R is the
+    n-step discounted reward sum and discount = gamma^n times the window's env discounts."""
+    return sg(per_sample(reward, next_value) + per_sample(discount, next_value) * next_value)
 
 
 def ensemble_mse(q: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
@@ -91,16 +149,19 @@ def soft_k_averaged_target(reward: jnp.ndarray, discount: jnp.ndarray,
                            alpha: jnp.ndarray) -> jnp.ndarray:
     """DrQ's target: y = r + discount * mean_k [V'(f_k(s'), a'_k) - alpha log pi(a'_k|f_k(s'))].
 
-    next_values, next_log_probs [K, B] (one row per target augmentation); reward, discount
-    [B]; alpha scalar -> y [B], without gradient."""
-    soft_values = next_values - alpha * next_log_probs
+    next_values [K, B, *out], next_log_probs [K, B] (one row per target augmentation; the
+    entropy term is the same for every quantile); reward, discount [B]; alpha scalar ->
+    y [B, *out], without gradient."""
+    soft_values = next_values - alpha * per_sample(next_log_probs, next_values)
     return bootstrapped_target(reward, discount, jnp.mean(soft_values, axis=0))
 
 
-def m_averaged_critic_loss(q: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
-    """DrQ's critic loss: mean over the M augmented copies of `ensemble_mse`.
-    q [N, M, B], target [B] -> scalar."""
-    return jnp.mean(jax.vmap(ensemble_mse, in_axes=(1, None))(q, target))
+def m_averaged_critic_loss(q: jnp.ndarray, target: jnp.ndarray,
+                           critic_loss: CriticLoss = ensemble_mse) -> jnp.ndarray:
+    """DrQ's critic loss: mean over the M augmented copies of `critic_loss` (the critic
+    kind's; `ensemble_mse` for scalar critics). q [N, M, B, *out], target [B, *out] ->
+    scalar."""
+    return jnp.mean(jax.vmap(critic_loss, in_axes=(1, None))(q, target))
 
 
 def gpl_beta_loss(beta: jnp.ndarray, q: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
@@ -156,7 +217,7 @@ def drqv2_td_target(nets, encoder_params, actor_params, target_critic_params,
 
     h' = online encoder(next_obs) without gradient (LIX layers active when given); V' =
     value_fn of the target critics. next_obs [B, ...], reward, discount [B].
-    Returns (y [B], the target critics' Q [N, B])."""
+    Returns (y [B, *out], the target critics' Q [N, B, *out])."""
     next_features = sg(nets.encoder.apply(encoder_params, next_obs, lix_context))
     next_action, _ = nets.sample(actor_params, next_features, key,
                                  Exploration(stddev, stddev_clip))
@@ -166,18 +227,20 @@ def drqv2_td_target(nets, encoder_params, actor_params, target_critic_params,
 
 def drqv2_critic_loss(nets, critic_group: dict, obs: jnp.ndarray, action: jnp.ndarray,
                       target: jnp.ndarray, lix_context: LixContext | None = None,
+                      critic_loss: CriticLoss = ensemble_mse,
                       ) -> tuple[jnp.ndarray, tuple[jnp.ndarray, jnp.ndarray]]:
-    """DrQ-v2's critic loss: `ensemble_mse` of Q(encoder(obs), action) against y [B].
+    """DrQ-v2's critic loss: `critic_loss` (the critic kind's; `ensemble_mse` for scalar
+    critics) of Q(encoder(obs), action) against y [B, *out].
 
     critic_group: {'encoder', 'critic'} and, with A-LIX, 'lix_p', which then receives the
     dual gradient nd_target - ND through the probe of `lix_context`. obs [B, ...],
-    action [B, A]. Returns (loss, (features [B, D], Q [N, B]))."""
+    action [B, A]. Returns (loss, (features [B, D], Q [N, B, *out]))."""
     if lix_context is not None and "lix_p" in critic_group:
         lix_context = LixContext(lix_context.max_shift, lix_context.key,
                                  critic_group["lix_p"], lix_context.nd_target)
     features = nets.encoder.apply(critic_group["encoder"], obs, lix_context)
     q = nets.critic.apply(critic_group["critic"], features, action)
-    return ensemble_mse(q, target), (features, q)
+    return critic_loss(q, target), (features, q)
 
 
 def drqv2_actor_loss(nets, actor_params, critic_params, features: jnp.ndarray,
@@ -198,28 +261,30 @@ def drq_td_target(nets, params: dict, target_params: dict, next_obs_copies: jnp.
 
     next_obs_copies [K * B, ...]: K augmented copies of next_obs stacked copy-major.
     a'_k ~ pi(online encoder(copy k)); V' = value_fn of the target critics on the target
-    encoder's features (the online encoder when target_params has none). -> y [B]."""
+    encoder's features (the online encoder when target_params has none). -> y [B, *out]."""
     num_copies = next_obs_copies.shape[0] // reward.shape[0]
     online_features = nets.encoder.apply(params["encoder"], next_obs_copies)
     next_action, next_log_prob = nets.sample(params["actor"], online_features, key)
     target_encoder = target_params.get("encoder", params["encoder"])
     target_features = nets.encoder.apply(target_encoder, next_obs_copies)
     next_q = nets.critic.apply(target_params["critic"], target_features, next_action)
-    per_copy = lambda x: x.reshape(num_copies, -1)                   # [K * B] -> [K, B]
+    per_copy = lambda x: x.reshape(num_copies, reward.shape[0], *x.shape[1:])  # [K * B, ...]
+                                                                     # -> [K, B, ...]
     return soft_k_averaged_target(reward, discount, per_copy(value_fn(next_q)),
                                   per_copy(next_log_prob), jnp.exp(params["log_alpha"]))
 
 
 def drq_critic_loss(nets, critic_group: dict, obs_copies: jnp.ndarray, action: jnp.ndarray,
-                    target: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """DrQ's critic loss (`m_averaged_critic_loss`) over obs_copies [M * B, ...], M augmented
-    copies of obs stacked copy-major; action [B, A], target [B].
-    Returns (loss, Q [N, M, B])."""
+                    target: jnp.ndarray, critic_loss: CriticLoss = ensemble_mse,
+                    ) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """DrQ's critic loss (`m_averaged_critic_loss` of the critic kind's `critic_loss`) over
+    obs_copies [M * B, ...], M augmented copies of obs stacked copy-major; action [B, A],
+    target [B, *out]. Returns (loss, Q [N, M, B, *out])."""
     num_copies = obs_copies.shape[0] // action.shape[0]
     features = nets.encoder.apply(critic_group["encoder"], obs_copies)
     q = nets.critic.apply(critic_group["critic"], features, jnp.tile(action, (num_copies, 1)))
-    q = q.reshape(q.shape[0], num_copies, -1)
-    return m_averaged_critic_loss(q, target), q
+    q = q.reshape(q.shape[0], num_copies, action.shape[0], *q.shape[2:])
+    return m_averaged_critic_loss(q, target, critic_loss), q
 
 
 def drq_actor_loss(nets, actor_params, critic_params, features: jnp.ndarray,

@@ -4,8 +4,9 @@ What varies between methods is chosen by the config through these three interfac
 - an encoder kind builds the module obs [B, ...] -> features [B, D] (`ENCODERS`);
 - an actor kind (`ActorKind`, in `ACTORS`) builds the policy network and says how it samples
   for the losses and how it acts;
-- a critic kind (`CriticKind`, in `CRITICS`) says which value the target and the actor take
-  from the ensemble's Q [N, B], which scalars it learns, and its step after the critic's.
+- a critic kind (`CriticKind`, in `CRITICS`) says what each critic outputs (one Q, or K
+  quantiles), its loss, which value the target and the actor take from the ensemble's
+  Q [N, B] (or [N, B, K]), which scalars it learns, and its step after the critic's.
 The A-LIX regulariser is the encoder's `lix_context` plus `steps.lix_step`.
 
 A new kind is one module that builds its kind and one `register_*` line; the bases
@@ -23,7 +24,7 @@ from dm_env import specs
 
 from pixelzoo import networks
 from pixelzoo.agents.config import Config
-from pixelzoo.agents.losses import Exploration, ValueFn
+from pixelzoo.agents.losses import CriticLoss, Exploration, ValueFn, ensemble_mse
 
 @dataclasses.dataclass(frozen=True)
 class ActorKind:
@@ -58,12 +59,20 @@ class CriticStepResult:
 class CriticKind:
     """One kind of critic ensemble (the networks are networks.CriticEnsemble).
 
-    value_fn(config, params) -> Q [N, B] -> V [B]: the value the TD target takes from the
-        target critics, with the agent's current parameters (e.g. GPL's beta).
+    `*out` below is nothing for a scalar critic, (K,) for one that outputs K values per
+    critic (num_outputs: a distributional critic's quantiles).
+    value_fn(config, params) -> Q [N, B, *out] -> V [B, *out]: the value the TD target
+        takes from the target critics, with the agent's current parameters (e.g. GPL's
+        beta); the target is then y [B, *out].
+    num_outputs(config) -> K, or None for one scalar Q per critic (Q [N, B]).
+    loss(config) -> (Q [N, B, *out], target [B, *out]) -> scalar: the critic loss.
+    uncertainty: Q [N, B, *out] -> [B], the ensemble's disagreement the ddpg base reports
+        (None: not reported).
     learned_scalars(config) -> {name: (initial value, optax optimiser)}: scalars it adds
         to the agent's parameters, each with its own optimiser state.
     step(config, params, opt_states, q [N, B], target [B], agent_step) -> CriticStepResult:
-        its step after the critic step (None: none; the actor uses `value_fn`).
+        its step after the critic step (None: none; the actor uses `value_fn`, which must
+        then give V [B]). q and target may carry *out.
     config_errors(config) -> problems with the config for this kind (messages).
     """
 
@@ -72,6 +81,9 @@ class CriticKind:
         = lambda config: {}
     step: Callable[..., CriticStepResult] | None = None
     config_errors: Callable[[Config], list[str]] = lambda config: []
+    num_outputs: Callable[[Config], int | None] = lambda config: None
+    loss: Callable[[Config], CriticLoss] = lambda config: ensemble_mse
+    uncertainty: Callable[[jnp.ndarray], jnp.ndarray] | None = None
 
 
 # Registries: config name -> kind. Filled by agents/actors.py, agents/critics.py and below.
@@ -114,7 +126,8 @@ class Parts:
 
     encoder: obs [B, ...] -> features [B, D] (conv maps flattened, or the raw state).
     actor: features [B, D] -> the policy's outputs (actor_kind says what they mean).
-    critic: (features [B, D], action [B, A]) -> Q [N, B].
+    critic: (features [B, D], action [B, A]) -> Q [N, B] (or [N, B, K], critic_kind's
+        num_outputs).
     """
 
     encoder: Any
@@ -135,12 +148,14 @@ def build_parts(config: Config, obs_spec: specs.Array, action_dim: int) -> Parts
     dense_inputs = config.mlp == "d2rl"
     trunk_tanh = config.encoder != "flare"
     actor_kind = ACTORS[actor_name(config)]
+    critic_kind = CRITICS[config.critic]
     return Parts(
         encoder=ENCODERS[encoder_name](config),
         actor=actor_kind.build(config, action_dim, dense_inputs, trunk_tanh),
         critic=networks.CriticEnsemble(config.num_critics, config.feature_dim,
-                                       config.hidden_dims, dense_inputs, trunk_tanh),
-        actor_kind=actor_kind, critic_kind=CRITICS[config.critic])
+                                       config.hidden_dims, dense_inputs, trunk_tanh,
+                                       critic_kind.num_outputs(config)),
+        actor_kind=actor_kind, critic_kind=critic_kind)
 
 
 def init_params(parts: Parts, obs_spec: specs.Array, action_dim: int,

@@ -19,11 +19,13 @@ sg = jax.lax.stop_gradient
 
 def critic_step(setup: UpdateSetup, params: dict, opt_state, obs_copies: jnp.ndarray,
                 action: jnp.ndarray, target: jnp.ndarray):
-    """One optimiser step of encoder and critic on `losses.drq_critic_loss` over M copies
-    obs_copies [M * B, ...]. Returns ({'encoder', 'critic'}, opt_state, Q [N, M, B], loss)."""
+    """One optimiser step of encoder and critic on `losses.drq_critic_loss` with the critic
+    kind's loss over M copies obs_copies [M * B, ...]; target [B, *out].
+    Returns ({'encoder', 'critic'}, opt_state, Q [N, M, B, *out], loss)."""
     critic_group = {"encoder": params["encoder"], "critic": params["critic"]}
     (loss, q), grads = jax.value_and_grad(losses.drq_critic_loss, argnums=1, has_aux=True)(
-        setup.nets, critic_group, obs_copies, action, target)
+        setup.nets, critic_group, obs_copies, action, target,
+        critic_loss=setup.nets.critic_kind.loss(setup.config))
     critic_group, opt_state = common.apply_optimizer(setup.optimizers.critic, grads,
                                                      opt_state, critic_group)
     return critic_group, opt_state, q, loss
@@ -83,7 +85,7 @@ def update(setup: UpdateSetup, state: AgentState, batch: Batch,
         setup, state.params, state.opt_states["critic"], obs_copies, batch.action, target)
     params = {**state.params, **critic_group}
     opt_states = {**state.opt_states, "critic": critic_opt}
-    # The critic kind's step sees the first augmented copy's Q [N, B].
+    # The critic kind's step sees the first augmented copy's Q [N, B, *out].
     params, opt_states, actor_value_fn, critic_kind_metrics = steps.pessimism_step(
         config, nets.critic_kind, params, opt_states, q[:, 0], target, state.update_step)
     # The actor sees the first copy re-encoded by the updated encoder, gradient stopped

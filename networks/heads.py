@@ -85,7 +85,8 @@ class TanhGaussianActor(nn.Module):
 class CriticEnsemble(nn.Module):
     """Trunk shared by N Q heads computed as one vectorised module.
 
-    (features [B, D], action [B, A]) -> Q values [N, B]. Each head is an MLP on
+    (features [B, D], action [B, A]) -> Q values [N, B], or [N, B, K] with num_outputs = K
+    (a distributional critic's K quantiles per head). Each head is an MLP on
     concat(trunk(features), action); the N heads have independent parameters stacked on a
     leading axis (MLP with ensemble_size), so one batched matmul per layer serves them all.
     """
@@ -95,10 +96,11 @@ class CriticEnsemble(nn.Module):
     hidden_dims: Sequence[int]
     dense_inputs: bool = False
     trunk_tanh: bool = True
+    num_outputs: int | None = None      # None: one scalar Q per head, squeezed to [N, B]
 
     def setup(self):
         self.Trunk_0 = Trunk(self.feature_dim, self.trunk_tanh)
-        self.q_heads = MLP(self.hidden_dims, 1, self.dense_inputs,
+        self.q_heads = MLP(self.hidden_dims, self.num_outputs or 1, self.dense_inputs,
                            ensemble_size=self.num_critics)
 
     def __call__(self, h: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
@@ -109,5 +111,6 @@ class CriticEnsemble(nn.Module):
         return self.Trunk_0(h)
 
     def head(self, z: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
-        """(z [B, feature_dim], action [B, A]) -> Q [N, B]."""
-        return self.q_heads(jnp.concatenate([z, action], axis=-1))[..., 0]
+        """(z [B, feature_dim], action [B, A]) -> Q [N, B] (or [N, B, num_outputs])."""
+        q = self.q_heads(jnp.concatenate([z, action], axis=-1))
+        return q[..., 0] if self.num_outputs is None else q

@@ -66,9 +66,10 @@ def gaussian_actor(params: dict, h: np.ndarray, log_std_min: float, log_std_max:
     return mean, log_std
 
 
-def critic_ensemble(params: dict, h: np.ndarray, action: np.ndarray,
-                    num_layers: int = 3) -> np.ndarray:
-    """-> Q [N, B], each head an independent MLP on concat(trunk(h), action)."""
+def critic_outputs(params: dict, h: np.ndarray, action: np.ndarray,
+                   num_layers: int = 3) -> np.ndarray:
+    """-> [N, B, K]: each head an independent MLP on concat(trunk(h), action) with K outputs
+    (K = 1 for scalar critics, the quantiles for quantile critics)."""
     p = params["params"]
     z = np.concatenate([trunk(p["Trunk_0"], h), action], -1)
     heads = p["q_heads"]
@@ -76,8 +77,14 @@ def critic_ensemble(params: dict, h: np.ndarray, action: np.ndarray,
     qs = []
     for i in range(num_heads):
         head = {name: {k: v[i] for k, v in layer.items()} for name, layer in heads.items()}
-        qs.append(mlp(head, z, num_layers)[:, 0])
+        qs.append(mlp(head, z, num_layers))
     return np.stack(qs)
+
+
+def critic_ensemble(params: dict, h: np.ndarray, action: np.ndarray,
+                    num_layers: int = 3) -> np.ndarray:
+    """-> Q [N, B], each head an independent MLP on concat(trunk(h), action)."""
+    return critic_outputs(params, h, action, num_layers)[..., 0]
 
 
 def tanh_gaussian(mean: np.ndarray, log_std: np.ndarray,

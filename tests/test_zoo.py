@@ -173,7 +173,8 @@ def test_nonsense_combinations_are_refused_with_the_valid_values():
         agents.build_config("drqv2", num_critics=5)
     with pytest.raises(ValueError, match="need pixel observations"):
         agents.build_config("alix", obs_type="state")
-    with pytest.raises(ValueError, match="optimism_shift applies to critic='gpl' only"):
+    with pytest.raises(ValueError, match="optimism_shift shifts the actor's beta of a "
+                                         "learned-pessimism critic"):
         agents.build_config("drqv2", optimism_shift=-0.1)
 
 
