@@ -82,8 +82,8 @@ def quantile_ensemble_loss(q: jnp.ndarray, target: jnp.ndarray, kappa: float) ->
     `ensemble_mse` / 4 (H = e^2 / 2 and |1/2 - 1{e < 0}| = 1/2)."""
     taus = quantile_midpoints(q.shape[-1])[:, None]                  # [K, 1]
     errors = target[None, :, None, :] - q[..., None]                 # [N, B, K, K']
-    per_sample = jnp.sum(quantile_huber(errors, taus, kappa), axis=(2, 3))     # [N, B]
-    return jnp.sum(jnp.mean(per_sample, axis=1))
+    per_critic_and_sample = jnp.sum(quantile_huber(errors, taus, kappa), axis=(2, 3))  # [N, B]
+    return jnp.sum(jnp.mean(per_critic_and_sample, axis=1))
 
 
 def sorted_quantile_uncertainty(q: jnp.ndarray) -> jnp.ndarray:
@@ -107,7 +107,7 @@ def quantile_penalised_mean(q: jnp.ndarray, beta: jnp.ndarray) -> jnp.ndarray:
 
 
 # ----------------------------------------------------------------------------- formulas
-def per_sample(x: jnp.ndarray, like: jnp.ndarray) -> jnp.ndarray:
+def _per_sample(x: jnp.ndarray, like: jnp.ndarray) -> jnp.ndarray:
     """x [B] (or [K, B]) with trailing unit axes to broadcast against like [..., B, *out]."""
     return x.reshape(x.shape + (1,) * (like.ndim - x.ndim))
 
@@ -117,7 +117,7 @@ def bootstrapped_target(reward: jnp.ndarray, discount: jnp.ndarray,
     """TD target y = R + discount * V(s'), without gradient. reward, discount [B];
     next_value [B, *out] (per quantile for a quantile critic) -> y [B, *out]. R is the
     n-step discounted reward sum and discount = gamma^n times the window's env discounts."""
-    return sg(per_sample(reward, next_value) + per_sample(discount, next_value) * next_value)
+    return sg(_per_sample(reward, next_value) + _per_sample(discount, next_value) * next_value)
 
 
 def ensemble_mse(q: jnp.ndarray, target: jnp.ndarray) -> jnp.ndarray:
@@ -152,7 +152,7 @@ def soft_k_averaged_target(reward: jnp.ndarray, discount: jnp.ndarray,
     next_values [K, B, *out], next_log_probs [K, B] (one row per target augmentation; the
     entropy term is the same for every quantile); reward, discount [B]; alpha scalar ->
     y [B, *out], without gradient."""
-    soft_values = next_values - alpha * per_sample(next_log_probs, next_values)
+    soft_values = next_values - alpha * _per_sample(next_log_probs, next_values)
     return bootstrapped_target(reward, discount, jnp.mean(soft_values, axis=0))
 
 

@@ -345,7 +345,8 @@ def test_target_encoder_on_the_ddpg_base_is_refused():
 
 
 def test_config_errors_name_the_valid_choices():
-    with pytest.raises(ValueError, match="choose one of: drqv2, flare, alix, gpl, d2rl, drq"):
+    with pytest.raises(ValueError,
+                       match="choose one of: drqv2, flare, alix, gpl, gpl_quantile, d2rl, drq"):
         agents.make("drqv3", PIXEL_SPEC, ACTION_SPEC)
     with pytest.raises(ValueError, match="did you mean 'batch_size'.*Valid fields"):
         agents.make("drqv2", PIXEL_SPEC, ACTION_SPEC, batch_sise=3)
