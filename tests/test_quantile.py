@@ -148,6 +148,7 @@ def test_beta_steps_on_the_mean_quantile_td_error_and_the_actor_gets_the_shifted
 
 
 # ----------------------------------------------------------------------------- steps
+@pytest.mark.slow(5)
 def test_a_ddpg_critic_step_on_quantiles_is_one_adam_step_on_the_numpy_gradient():
     config = agents.build_config("gpl_quantile", **TINY, num_critics=N, num_quantiles=K,
                                  quantile_kappa=0.5)
@@ -195,6 +196,7 @@ def check_beta_continues(config, state, metrics) -> None:
     close(metrics["beta"], state.params["beta"] + updates, rtol=1e-6)
 
 
+@pytest.mark.slow(13)
 def test_the_ddpg_base_updates_with_the_shift_and_then_seer_trains_the_heads():
     agent = agents.make("gpl_quantile", PIXEL_SPEC, ACTION_SPEC, hidden_dim=16, feature_dim=4,
                         batch_size=B, num_critics=N, num_quantiles=K, optimism_shift=-0.3,
@@ -223,6 +225,7 @@ def test_the_ddpg_base_updates_with_the_shift_and_then_seer_trains_the_heads():
             assert np.array_equal(before, after) == frozen_leaf, jax.tree_util.keystr(path)
 
 
+@pytest.mark.slow(6)
 def test_the_sac_base_target_is_the_numpy_soft_quantile_target():
     agent = agents.make("drq", STATE_SPEC, ACTION_SPEC, **TINY, critic="gpl_quantile",
                         num_critics=N, num_quantiles=K)
