@@ -83,8 +83,14 @@ def steps_ema_update(average: jnp.ndarray, steps: jnp.ndarray, decay: float) -> 
     average: float32 scalar; steps: the steps k of one act call."""
     decay32 = np.float32(decay)
     rest32 = np.float32(1.0 - decay)
-    scaled = jax.lax.reduce_precision(average * decay32, exponent_bits=8, mantissa_bits=23)
-    return scaled + rest32 * jnp.asarray(steps, jnp.float32)
+    steps = jnp.asarray(steps, jnp.float32)
+    # XLA fuses a product and a sum into one FMA (one rounding, not the released two). The
+    # product is rounded on its own inside a one-iteration loop whose trip count XLA cannot
+    # know (it reads `steps`), so nothing outside it fuses with it.
+    scaled = jax.lax.while_loop(lambda carry: carry[1] < (steps >= 0),
+                                lambda carry: (carry[0] * decay32, carry[1] + 1),
+                                (average, jnp.zeros((), jnp.int32)))[0]
+    return scaled + rest32 * steps
 
 
 def chain_lengths(average: jnp.ndarray, max_steps: int) -> tuple[jnp.ndarray, jnp.ndarray]:
