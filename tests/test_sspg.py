@@ -162,20 +162,22 @@ def test_one_step_chain_without_previous_action_weights_is_sac():
     key, alpha, max_steps = jax.random.key(8), jnp.float32(0.3), 6
     first_key = jax.random.split(key, max_steps)[0]
     penalised = functools.partial(losses.gpl_penalised_value, beta=0.5)
-    got, _ = sspg_losses.chain_actor_loss(rmc_parts, rmc_params, critic_params, features,
-                                          start, 1, alpha, key, penalised, max_steps, 2)
-    expected, _ = losses.drq_actor_loss(sac_parts, sac_params, critic_params, features,
-                                        first_key, losses.twin_min_value, alpha)
+    got, _ = jax.jit(sspg_losses.chain_actor_loss, static_argnums=(0, 8, 9, 10))(
+        rmc_parts, rmc_params, critic_params, features, start, 1, alpha, key, penalised,
+        max_steps, 2)
+    expected, _ = jax.jit(losses.drq_actor_loss, static_argnums=(0, 5))(
+        sac_parts, sac_params, critic_params, features, first_key, losses.twin_min_value,
+        alpha)
     np.testing.assert_allclose(float(got), float(expected), rtol=1e-5)
 
     reward, discount = jnp.arange(8.0), jnp.full(8, 0.9)
-    got_target = sspg_losses.chain_td_target(rmc_parts, rmc_params, critic_params, features,
-                                             start, reward, discount, 1, alpha, key, penalised,
-                                             max_steps)
+    got_target = jax.jit(sspg_losses.chain_td_target, static_argnums=(0, 10, 11))(
+        rmc_parts, rmc_params, critic_params, features, start, reward, discount, 1, alpha, key,
+        penalised, max_steps)
     params = {"encoder": {}, "actor": sac_params, "log_alpha": jnp.log(alpha)}
-    expected_target = losses.drq_td_target(sac_parts, params, {"critic": critic_params},
-                                           features, reward, discount, first_key,
-                                           losses.twin_min_value)
+    expected_target = jax.jit(losses.drq_td_target, static_argnums=(0, 7))(
+        sac_parts, params, {"critic": critic_params}, features, reward, discount, first_key,
+        losses.twin_min_value)
     np.testing.assert_allclose(got_target, expected_target, rtol=1e-5, atol=1e-5)
 
 
@@ -186,7 +188,7 @@ def test_parameter_gradient_flows_through_the_first_two_transitions_only():
     rmc_parts, _, params, _, critic_params = _rmc_and_sac_parts()
     features = jax.random.normal(jax.random.key(9), (8, 5))
     start = jax.random.uniform(jax.random.key(10), (8, 2), minval=-1, maxval=1)
-    key, length, max_steps = jax.random.key(11), 4, 6
+    key, length, max_steps = jax.random.key(11), 3, 4
     value_fn = functools.partial(losses.gpl_penalised_value, beta=0.75)
 
     def reference_loss(actor_params, live_steps):
@@ -204,11 +206,11 @@ def test_parameter_gradient_flows_through_the_first_two_transitions_only():
             action)
         return sspg_losses.masked_mean(0.2 * log_prob - q, valid)
 
-    grad = jax.grad(lambda p: sspg_losses.chain_actor_loss(
+    grad = jax.jit(jax.grad(lambda p: sspg_losses.chain_actor_loss(
         rmc_parts, p, critic_params, features, start, length, jnp.float32(0.2), key, value_fn,
-        max_steps, 2)[0])(params)
-    routed = jax.grad(reference_loss)(params, 2)
-    everywhere = jax.grad(reference_loss)(params, max_steps)
+        max_steps, 2)[0]))(params)
+    reference_grad = jax.jit(jax.grad(reference_loss), static_argnums=1)
+    routed, everywhere = reference_grad(params, 2), reference_grad(params, max_steps)
     for got, want in zip(jax.tree.leaves(grad), jax.tree.leaves(routed)):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
     difference = max(float(jnp.max(jnp.abs(a - b))) for a, b in
@@ -346,3 +348,88 @@ def test_update_sets_chain_lengths_and_reports_the_acting_window(sspg_agent, act
     assert float(metrics["reasoning_steps_mean"]) == float(acting["window_steps_sum"])
     assert float(metrics["beta"]) == 0.75 and float(new_state.acting["window_count"]) == 0.0
     assert np.isfinite(float(metrics["actor_loss"]))
+
+
+# ----------------------------------------------------------------------------- config
+def test_sspg_preset_is_the_released_pixel_recipe_with_drqv2_task_overrides():
+    config = agents.build_config("sspg", "cartpole_swingup", "easy")
+    assert (config.base, config.actor, config.critic, config.num_critics) == (
+        "sac", "rmc", "gpl", 2)
+    assert (config.gpl_beta_init, config.gpl_learn_beta, config.target_encoder) == (
+        0.75, False, False)
+    assert (config.num_q_augs, config.num_target_augs, config.nstep, config.lr) == (
+        1, 1, 3, 1e-4)
+    assert (config.update_every_steps, config.tau, config.init_temperature) == (2, 0.01, 0.1)
+    assert (config.target_entropy_start, config.target_entropy_end) == (0.5, -1.0)
+    assert (config.action_repeat, config.num_seed_frames, config.stddev_steps) == (
+        2, 4000, 100_000)
+    assert (config.sspg_num_chains, config.sspg_max_steps, config.sspg_rhat_threshold,
+            config.sspg_act_mode, config.sspg_eval) == (64, 16, 1.1, "released", "argmax_q")
+    walker = agents.build_config("sspg", "walker_walk", "easy")
+    assert (walker.batch_size, walker.nstep, walker.action_repeat) == (512, 1, 2)
+    humanoid = agents.build_config("sspg", "humanoid_run", "hard")
+    assert (humanoid.lr, humanoid.feature_dim, humanoid.stddev_steps) == (8e-5, 100, 2_000_000)
+    assert agents.build_config("sspg", "quadruped_run", "medium").replay_capacity == 100_000
+    with pytest.raises(ValueError, match="sspg_act_mode='fast' is not valid"):
+        agents.build_config("sspg", sspg_act_mode="fast")
+    with pytest.raises(ValueError, match="set num_target_augs=1 and num_q_augs=1"):
+        agents.build_config("sspg", num_q_augs=2)
+    with pytest.raises(ValueError, match="does not fit base='ddpg'"):
+        agents.build_config("drqv2", actor="rmc")
+
+
+# ----------------------------------------------------------------------------- composition
+def test_sspg_update_runs_on_seer_stored_latents(sspg_agent):
+    """After SEER's freeze the chains run on the stored actor latent (HeadOf's trunk and
+    head), and the frozen trunks do not move."""
+    agent, state = sspg_agent
+    frozen = agent.seer.freeze(state)
+    latents = jax.random.normal(jax.random.key(9), (8, 1, 16))
+    batch = agents.common.Batch(latents, jnp.zeros((8, 2)), jnp.ones(8), jnp.full(8, 0.99),
+                                latents)
+    new_state, metrics = jax.jit(agent.seer.update_latent)(frozen, batch, jax.random.key(10))
+    assert np.isfinite(float(metrics["actor_loss"])) and np.isfinite(float(metrics["critic_loss"]))
+    trunk = lambda s: s.params["actor"]["params"]["Trunk_0"]
+    for moved, kept in zip(jax.tree.leaves(trunk(new_state)), jax.tree.leaves(trunk(frozen))):
+        np.testing.assert_array_equal(moved, kept)
+    head = lambda s: s.params["actor"]["params"]["MLP_0"]["Dense_0"]["kernel"]
+    assert not np.allclose(head(new_state), head(frozen))
+
+
+def test_launcher_carries_the_chains_across_episode_resets_and_evaluations(tmp_path):
+    """A Run stepped by the Driver through an episode end: every act call's chains start
+    from the previous call's (the window counts every call, never reset), and evaluation
+    moves only the evaluation chains, carried from call to call."""
+    from pixelzoo.launch.driver import Driver
+    from pixelzoo.launch.run import Run
+    from pixelzoo.launch.run_spec import check_run_spec, compose_run_spec
+    overrides = dict(TINY, action_repeat=8, num_seed_frames=40, update_every_steps=1000,
+                     num_eval_episodes=1, replay_capacity=1000)
+    spec = check_run_spec(compose_run_spec("sspg", "cartpole_swingup", overrides, seed=0,
+                                           num_seeds=1, num_frames=10**6, num_devices=1),
+                          jax.devices(), jax.process_count())
+    run = Run(spec, str(tmp_path))
+    try:
+        driver = Driver(run, run.initial_state())
+        initial = jax.tree.map(np.asarray, driver.state.acting)
+        driver.run_steps(5)                                  # the uniform seed steps
+        np.testing.assert_allclose(driver.state.acting["steps_average"][0],
+                                   np.float32(4 * 0.99 ** 5 + (1 - 0.99 ** 5)), rtol=1e-6)
+        previous = None
+        for _ in range(125):                                 # the episode ends at step 125
+            if driver.episode_ended():
+                driver.new_episode()
+                assert previous is not None                  # a reset happened mid-way
+            previous = np.asarray(driver.state.acting["explore_chains"])
+            driver.agent_step()
+        assert float(driver.state.acting["window_count"][0]) == 125.0
+        np.testing.assert_array_equal(driver.state.acting["eval_chains"], initial["eval_chains"])
+        policy = run.eval_policy(driver.state, driver.step)
+        for _ in range(2):
+            policy(np.stack([t.observation for t in run.eval_pool.reset()]))
+        assert float(policy.state.acting["window_count"][0]) == 127.0
+        np.testing.assert_array_equal(policy.state.acting["explore_chains"],
+                                      driver.state.acting["explore_chains"])
+        assert not np.allclose(policy.state.acting["eval_chains"], initial["eval_chains"])
+    finally:
+        run.close()
