@@ -83,15 +83,30 @@ def _fixed_chain(transition, start: jnp.ndarray, key: jax.Array, num_steps: int)
 
 
 def _best_candidate(setup, params, features, z, final, buffer, k):
-    """The candidate (chain samples and deterministic transitions) of highest online-critic
-    value (the critic kind's value, e.g. mean Q - beta u) -> action [A]."""
-    nets = setup.nets
+    """The candidate of highest online-critic value (the critic kind's value, e.g. mean Q -
+    beta u) among the M deterministic transitions tanh(mean(s, a_last)) and the M k chain
+    samples of buffer [M, S, A] (`sspg_losses.eval_candidates`' set), M candidates at a time
+    for the k valid steps only. Returns (action [A], number of candidates M (k + 1))."""
+    nets, num_chains = setup.nets, final.shape[0]
+    value_fn = nets.critic_kind.value_fn(setup.config, params)
+    tiled = jnp.broadcast_to(features, (num_chains, features.shape[-1]))
+    value_of = lambda actions: value_fn(nets.critic.apply(params["critic"], tiled, actions))
     mean, _ = nets.actor.apply(params["actor"], z, final, method="head")
-    candidates, valid = sspg_losses.eval_candidates(buffer, k, jnp.tanh(mean))
-    tiled = jnp.broadcast_to(features, (candidates.shape[0], features.shape[-1]))
-    q = nets.critic.apply(params["critic"], tiled, candidates)
-    value = nets.critic_kind.value_fn(setup.config, params)(q)
-    return candidates[jnp.argmax(jnp.where(valid, value, -jnp.inf))]
+    deterministic = jnp.tanh(mean)
+    values = value_of(deterministic)
+    best = (jnp.max(values), deterministic[jnp.argmax(values)], num_chains)
+
+    def body(carry):
+        step, (best_value, best_action, count) = carry
+        values = value_of(buffer[:, step])
+        better = jnp.max(values) > best_value
+        return step + 1, (jnp.where(better, jnp.max(values), best_value),
+                          jnp.where(better, buffer[jnp.argmax(values), step], best_action),
+                          count + num_chains)
+
+    _, (_, action, count) = jax.lax.while_loop(lambda carry: carry[0] < k, body,
+                                               (jnp.zeros((), jnp.int32), best))
+    return action, count
 
 
 def act_and_update(setup, state, features: jnp.ndarray, key: jax.Array, eval_mode: bool):
@@ -113,7 +128,7 @@ def act_and_update(setup, state, features: jnp.ndarray, key: jax.Array, eval_mod
     pick = jax.random.randint(key_pick, (), 0, config.sspg_num_chains)
     new_chains = final
     if eval_mode and config.sspg_eval == "argmax_q":
-        action = _best_candidate(setup, params, features, z, final, buffer, k)
+        action = _best_candidate(setup, params, features, z, final, buffer, k)[0]
     elif eval_mode or config.sspg_act_mode == "adaptive":
         action = final[pick]
     else:

@@ -3,7 +3,8 @@
 # on cartpole_swingup, seeds 1-3 trained together (one vmapped update, --num_seeds=3), each
 # preset's own recipe (sspg: action repeat 2, update every 2 agent steps, 4,000 seed frames;
 # drq: action repeat 8 on cartpole, as DrQ's PlaNet recipe), both with 256-unit MLPs instead
-# of 1024 to fit the CPU. NUM_FRAMES (default 100000) is how far each run goes; a stopped
+# of 1024 to fit the CPU, 3 evaluation episodes every 10k frames. NUM_FRAMES (default 100000)
+# is how far each run goes; a stopped
 # run resumes from its checkpoint when this is run again. AGENTS (default "sspg drq") picks
 # the presets (the two ran as two parallel invocations, AGENTS=sspg and AGENTS=drq).
 set -euo pipefail
@@ -13,7 +14,7 @@ for agent in ${AGENTS:-sspg drq}; do
   python -m pixelzoo.launch.train --agent="$agent" --task=cartpole_swingup --seed=1 \
     --num_seeds=3 --num_frames="$FRAMES" --workdir="results/sspg/state_cartpole_swingup/$agent" \
     --config.obs_type=state --config.hidden_dim=256 --config.eval_every_frames=10000 \
-    --config.num_eval_episodes=5 --config.log_every_frames=2000 \
+    --config.num_eval_episodes=3 --config.log_every_frames=2000 \
     --config.checkpoint_every_frames=10000
 done
 python -m pixelzoo.launch.plot results/sspg/state_cartpole_swingup \

@@ -325,8 +325,9 @@ def test_eval_candidates_and_argmax_of_the_penalised_value(sspg_agent):
     setup = agents.make_setup(agent.config, OBS_SPEC, 2)
     features = jnp.ones((1, 5))
     z = setup.nets.actor.apply(state.params["actor"], features, method="trunk")
-    action = rmc._best_candidate(setup, state.params, features, jnp.repeat(z, 8, 0),
-                                 deterministic, buffer, jnp.int32(3))
+    action, count = rmc._best_candidate(setup, state.params, features, jnp.repeat(z, 8, 0),
+                                        deterministic, buffer, jnp.int32(3))
+    assert int(count) == 8 * (3 + 1)
     mean, _ = setup.nets.actor.apply(state.params["actor"], jnp.repeat(z, 8, 0), deterministic,
                                      method="head")
     pool = np.concatenate([np.asarray(buffer)[:, :3].reshape(-1, 2), np.tanh(mean)])
