@@ -82,26 +82,14 @@ class TanhGaussianActor(nn.Module):
         return mean, log_std
 
 
-class RMCActor(nn.Module):
+class RMCActor(TanhGaussianActor):
     """SSPG's reasoning-chain transition: (features [B, D], previous action [B, A] in (-1, 1))
     -> (mean [B, A], log_std [B, A]) of the pre-tanh Gaussian of the next action.
 
-    The previous action joins after the trunk: head(z, a) = MLP([z, a]) (D2RL feeds [z, a] to
-    every hidden layer); log_std is squashed into [log_std_min, log_std_max] as SAC's.
-    Called without a previous action (init) it takes zeros.
+    SAC's actor whose head takes [z, a]: the previous action joins after the trunk (D2RL
+    feeds [z, a] to every hidden layer). Called without a previous action (init) it takes
+    zeros.
     """
-
-    action_dim: int
-    feature_dim: int
-    hidden_dims: Sequence[int]
-    dense_inputs: bool = False
-    log_std_min: float = -10.0
-    log_std_max: float = 2.0
-    trunk_tanh: bool = True
-
-    def setup(self):
-        self.Trunk_0 = Trunk(self.feature_dim, self.trunk_tanh)
-        self.MLP_0 = MLP(self.hidden_dims, 2 * self.action_dim, self.dense_inputs)
 
     def __call__(self, h: jnp.ndarray, previous: jnp.ndarray | None = None
                  ) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -109,17 +97,9 @@ class RMCActor(nn.Module):
             previous = jnp.zeros((h.shape[0], self.action_dim), h.dtype)
         return self.head(self.trunk(h), previous)
 
-    def trunk(self, h: jnp.ndarray) -> jnp.ndarray:
-        """features [B, D] -> z [B, feature_dim]."""
-        return self.Trunk_0(h)
-
     def head(self, z: jnp.ndarray, previous: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
         """(z [B, feature_dim], previous action [B, A]) -> (mean, log_std) [B, A] each."""
-        out = self.MLP_0(jnp.concatenate([z, previous], axis=-1))
-        mean, log_std = jnp.split(out, 2, axis=-1)
-        log_std = jnp.tanh(log_std)
-        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (log_std + 1)
-        return mean, log_std
+        return super().head(jnp.concatenate([z, previous], axis=-1))
 
 
 class CriticEnsemble(nn.Module):
