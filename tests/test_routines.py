@@ -1,0 +1,244 @@
+"""Routines (agents/routine_losses.py, replay/windows.py) against numpy references written
+from the spec (/work/shared/specs/routines.md): explicit loops, hand-computed values and
+Monte Carlo frequencies."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pixelzoo.agents import routine_losses as rl
+
+L = 4
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+# ----------------------------------------------------------------------------- encoder
+def test_prefix_encode_equals_explicit_loop():
+    rng = _rng(1)
+    batch, action_dim, he, hj, dz = 3, 2, 5, 6, 3
+    actions = rng.uniform(-1, 1, (batch, L, action_dim))
+    E, e = rng.normal(size=(action_dim, he)), rng.normal(size=he)
+    W, b = rng.normal(size=(L, he, hj)) * 0.3, rng.normal(size=(L, hj)) * 0.3
+    V, c = rng.normal(size=(hj, dz)) * 0.3, rng.normal(size=dz)
+    got = rl.prefix_encode(*(jnp.asarray(x, jnp.float32) for x in (actions, E, e, W, b, V, c)))
+    for row in range(batch):
+        for j in range(L):
+            g = sum(W[k].T @ (E.T @ actions[row, k] + e) + b[k] for k in range(j + 1))
+            np.testing.assert_allclose(got[row, j], np.tanh(V.T @ g + c), rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- lengths
+def test_length_probabilities_by_hand():
+    probs = rl.length_probabilities(jnp.array([0.2, 0.5, 0.1, 0.7]))
+    np.testing.assert_allclose(probs, [0.2, 0.4, 0.04, 0.36], atol=1e-6)
+
+
+def test_sample_length_frequencies_match_the_spec():
+    count = 100_000
+    stop = jnp.broadcast_to(jnp.array([0.2, 0.5, 0.1, 0.0]), (count, L))
+    lengths = np.asarray(rl.sample_length(stop, jax.random.key(0)))
+    assert lengths.min() >= 1 and lengths.max() <= L
+    expected = np.array([0.2, 0.4, 0.04, 0.36])
+    frequency = np.bincount(lengths, minlength=L + 1)[1:] / count
+    standard_error = np.sqrt(expected * (1 - expected) / count)
+    assert np.all(np.abs(frequency - expected) < 4 * standard_error), frequency
+
+
+def test_prefix_mask_of_length():
+    np.testing.assert_array_equal(rl.prefix_mask_of_length(jnp.array([1, 3, 4]), L),
+                                  [[1, 0, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]])
+
+
+# ----------------------------------------------------------------------------- critic
+def _np_prefix_targets(rewards, discounts, next_values, gamma):
+    batch, length = rewards.shape
+    out = np.zeros((batch, length))
+    for row in range(batch):
+        for k in range(1, length + 1):
+            ret = sum(gamma ** i * rewards[row, i] for i in range(k))
+            out[row, k - 1] = ret + gamma ** k * discounts[row, k - 1] * next_values[row, k - 1]
+    return out
+
+
+def test_prefix_td_targets_equal_numpy_loop():
+    rng = _rng(2)
+    rewards = rng.normal(size=(5, L))
+    discounts = (rng.uniform(size=(5, L)) > 0.3).astype(np.float64)
+    next_values = rng.normal(size=(5, L)) * 10
+    got = rl.prefix_td_targets(*(jnp.asarray(x, jnp.float32)
+                                 for x in (rewards, discounts, next_values)), 0.9)
+    np.testing.assert_allclose(got, _np_prefix_targets(rewards, discounts, next_values, 0.9),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_prefix_td_targets_by_hand():
+    got = rl.prefix_td_targets(jnp.array([[1.0, 2.0, 3.0, 4.0]]),
+                               jnp.array([[1.0, 1.0, 0.0, 1.0]]),
+                               jnp.array([[10.0, 20.0, 30.0, 40.0]]), 0.5)
+    # k=1: 1 + .5*10; k=2: 1 + 1 + .25*20; k=3: 2 + .75 + 0 (terminal); k=4: 2.75 + .5 + 40/16
+    np.testing.assert_allclose(got[0], [6.0, 7.0, 2.75, 5.75], rtol=1e-6)
+
+
+def test_prefix_td_loss_counts_masked_entries():
+    q = jnp.array([[[1.0, 2.0]], [[3.0, 0.0]]])          # [N=2, B=1, L=2]
+    targets, mask = jnp.array([[0.0, 0.0]]), jnp.array([[1.0, 0.0]])
+    # critic 1: 0.5 * (1 + 0) / 2; critic 2: 0.5 * (9 + 0) / 2
+    assert float(rl.prefix_td_loss(q, targets, mask)) == pytest.approx(0.25 + 2.25)
+
+
+# ----------------------------------------------------------------------------- J_lc
+def test_length_consistency_targets_and_mask():
+    targets, mask = rl.length_consistency_targets(3)
+    np.testing.assert_array_equal(targets, np.eye(3))
+    np.testing.assert_array_equal(mask, [[1, 0, 0], [1, 1, 0], [1, 1, 1]])
+
+
+def test_length_consistency_loss_equals_numpy_bce():
+    rng = _rng(3)
+    logits = rng.normal(size=(4, L, L)) * 2
+    prefix_mask = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0]], float)
+    total, count = 0.0, 0
+    for row in range(4):
+        for k in range(L):                                 # prefix of k + 1 actions
+            if not prefix_mask[row, k]:
+                continue
+            for i in range(k + 1):
+                p = 1 / (1 + np.exp(-logits[row, k, i]))
+                total += -np.log(p) if i == k else -np.log(1 - p)
+                count += 1
+    got = rl.length_consistency_loss(jnp.asarray(logits, jnp.float32),
+                                     jnp.asarray(prefix_mask, jnp.float32))
+    assert float(got) == pytest.approx(total / count, rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- entropy
+def test_routine_log_prob_and_per_action_mean():
+    rng = _rng(4)
+    log_probs = rng.normal(size=(3, L))
+    lengths = np.array([1, 4, 2])
+    gamma = 0.9
+    expected = [sum(gamma ** i * log_probs[b, i] for i in range(lengths[b])) for b in range(3)]
+    got = rl.routine_log_prob(jnp.asarray(log_probs, jnp.float32), jnp.asarray(lengths), gamma)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    mean = sum(log_probs[b, :lengths[b]].sum() for b in range(3)) / lengths.sum()
+    got_mean = rl.per_action_mean_log_prob(jnp.asarray(log_probs, jnp.float32),
+                                           jnp.asarray(lengths))
+    assert float(got_mean) == pytest.approx(mean, rel=1e-5)
+
+
+def test_routine_temperature_loss_gradient_in_log_alpha():
+    grad = jax.grad(rl.routine_temperature_loss)(jnp.asarray(0.3), jnp.asarray(-1.5), -2.0)
+    assert float(grad) == pytest.approx(3.5)               # -(l + target) = -(-3.5)
+    assert float(rl.routine_temperature_loss(jnp.asarray(0.3), jnp.asarray(-1.5), -2.0)) \
+        == pytest.approx(1.05)
+
+
+def test_many_to_one_loss_and_decoder_log_std():
+    assert float(rl.many_to_one_loss(jnp.array([[1.0, 0.0]]), jnp.array([[0.0, -1.0]]))) == 1.0
+    np.testing.assert_allclose(rl.decoder_log_std(jnp.array([-50.0, 0.0, 50.0])),
+                               [-10.0, -4.0, 2.0], atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- windows
+def _filled_buffer(stream, capacity, obs_dim=2, pixels=False):
+    """A one-step ReplayBuffer fed `stream` (tests/test_replay_transitions.random_stream);
+    timestep g's observation and action are filled with g (pixels: g % 251 per frame)."""
+    import dm_env
+    from dm_env import specs
+    from pixelzoo.replay import ReplayBuffer
+    if pixels:
+        obs_spec = specs.Array((6, 6, 6), np.uint8)
+    else:
+        obs_spec = specs.Array((obs_dim,), np.float32)
+    buffer = ReplayBuffer(obs_spec, specs.Array((1,), np.float32), capacity, nstep=1)
+    for g, (_, position, reward, discount) in enumerate(stream):
+        obs = np.full(obs_spec.shape, g % 251 if pixels else g, obs_spec.dtype)
+        last = g + 1 < len(stream) and stream[g + 1][1] == 0 and position > 0
+        if position == 0:
+            buffer.add(dm_env.restart(obs))
+        else:
+            step_type = dm_env.StepType.LAST if last else dm_env.StepType.MID
+            buffer.add(dm_env.TimeStep(step_type, reward, discount, obs),
+                       np.array([g], np.float32))
+    return buffer
+
+
+@pytest.mark.parametrize("capacity", [500, 37])
+def test_windows_equal_brute_force_over_episodes(capacity):
+    from pixelzoo.replay import windows
+    from tests.test_replay_transitions import random_stream
+    stream = random_stream(np.random.default_rng(capacity), 300, max_length=7)
+    buffer = _filled_buffer(stream, capacity)
+    starts = buffer.sampleable_indices()
+    got = windows.gather_windows(buffer.storage_arrays(), starts, buffer.num_added,
+                                 buffer.layout, L, np)
+    num_added = len(stream)
+    for row, t in enumerate(starts):
+        want_mask = []
+        for k in range(1, L + 1):
+            valid = all(t + j < num_added and stream[t + j][0] == stream[t][0]
+                        for j in range(1, k + 1))
+            want_mask.append(float(valid))
+            if valid:                                      # transition k-1 of the window
+                assert got.actions[row, k - 1, 0] == t + k
+                assert got.rewards[row, k - 1] == stream[t + k][2]
+                assert got.discounts[row, k - 1] == stream[t + k][3]
+                assert np.all(got.next_obs[row, k - 1] == t + k)
+        assert got.mask[row].tolist() == want_mask, t
+        assert np.all(got.obs[row] == t)
+    masks = got.mask.tolist()
+    assert [1.0, 0.0, 0.0, 0.0] in masks and [1.0] * L in masks and [1.0, 1.0, 0.0, 0.0] in masks
+    on_device = jax.jit(lambda s: windows.gather_windows(
+        jax.tree.map(jnp.asarray, buffer.storage_arrays()), s, buffer.num_added,
+        buffer.layout, L, jnp))(jnp.asarray(starts))
+    for name in windows.Windows._fields:
+        np.testing.assert_array_equal(getattr(on_device, name), getattr(got, name))
+
+
+def test_pixel_windows_column_j_is_the_one_step_transition_at_t_plus_j():
+    from pixelzoo.replay import transitions, windows
+    from tests.test_replay_transitions import random_stream
+    stream = random_stream(np.random.default_rng(5), 120, max_length=8)
+    buffer = _filled_buffer(stream, 50, pixels=True)
+    starts = buffer.sampleable_indices()
+    got = windows.gather_windows(buffer.storage_arrays(), starts, buffer.num_added,
+                                 buffer.layout, L, np)
+    for j in range(L):
+        rows = np.flatnonzero(got.mask[:, j])
+        step = transitions.gather_transitions(buffer.storage_arrays(), starts[rows] + j,
+                                              buffer.layout, np)
+        np.testing.assert_array_equal(got.next_obs[rows, j], step.next_obs)
+        np.testing.assert_array_equal(got.actions[rows, j], step.action)
+        np.testing.assert_array_equal(got.rewards[rows, j], step.reward)
+
+
+def test_released_mask_sets_row_zero_and_drops_first_timesteps():
+    from pixelzoo.replay import windows
+    from tests.test_replay_transitions import random_stream
+    stream = random_stream(np.random.default_rng(7), 200, max_length=6)
+    buffer = _filled_buffer(stream, 300)
+    starts = buffer.sampleable_indices()
+    args = (buffer.storage_arrays()["episode_positions"], buffer.num_added, buffer.layout, L, np)
+    intended = windows.prefix_mask(starts, *args)
+    released = windows.prefix_mask(starts, *args, mask="released")
+    first = np.array([stream[t][1] == 0 for t in starts])
+    assert released[0].tolist() == [1.0] * L                   # row 0 never masked
+    np.testing.assert_array_equal(released[1:, 0], (~first[1:]).astype(np.float32))
+    np.testing.assert_array_equal(released[1:, 1:], intended[1:, 1:])
+    assert intended[:, 0].min() == 1.0 and first[1:].any()
+    reordered = np.concatenate([starts[first][:1], starts[~first]])   # a first start in row 0
+    assert windows.prefix_mask(reordered, *args, mask="released")[0].tolist() == [1.0] * L
+    with pytest.raises(ValueError, match="mask must be one of"):
+        windows.prefix_mask(starts, *args, mask="row0")
+
+
+def test_sample_windows_needs_a_one_step_replay():
+    from dm_env import specs
+    from pixelzoo.replay import ReplayBuffer, windows
+    buffer = ReplayBuffer(specs.Array((2,), np.float32), specs.Array((1,), np.float32), 10,
+                          nstep=3)
+    with pytest.raises(ValueError, match="nstep=1"):
+        windows.sample_windows(buffer, 4, L, 0)
