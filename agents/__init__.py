@@ -11,6 +11,7 @@ import functools
 
 from pixelzoo.agents import actors, critics, ddpg, sac, seer  # actors, critics: register kinds
 from pixelzoo.agents import rmc  # registers the rmc actor kind (SSPG)
+from pixelzoo.agents import routine_update  # registers the routine actor kind (Routines)
 from pixelzoo.agents.common import (Agent, AgentState, UpdateSetup, act, act_and_update,
                                     after_uniform_action, init_state, make_setup)
 from pixelzoo.agents.config import FIELD_NAMES, PRESETS, Config, build_config, task_overrides, validate

@@ -286,7 +286,8 @@ def init_state(setup: UpdateSetup, key: jax.Array) -> AgentState:
     params = init_params(setup.nets, setup.obs_spec, setup.action_dim, key)
     critic_group = {"encoder": params["encoder"], "critic": params["critic"]}
     opt_states = {"critic": optimizers.critic.init(critic_group),
-                  "actor": optimizers.actor.init(params["actor"])}
+                  "actor": optimizers.actor.init(params["actor"]),
+                  **setup.nets.actor_kind.init_opt_states(config, params)}
     scalars = {"log_alpha": ("alpha", np.log(config.init_temperature), optimizers.alpha),
                "lix_p": ("lix_p", config.lix_init, optimizers.lix_p)}
     for name, (value, optimizer) in CRITICS[config.critic].learned_scalars(config).items():

@@ -20,6 +20,8 @@ AUGS = ("shift", "none")
 MLPS = ("plain", "d2rl")
 OBS_TYPES = ("pixels", "state")
 REPLAYS = ("host", "device")
+POLICY_SPACES = ("action", "routine")
+ROUTINE_MASKS = ("intended", "released")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +109,24 @@ class Config:
     # stddev_steps agent steps), per action dimension (-1, -1: SAC's -A).
     target_entropy_start: float = -1.0
     target_entropy_end: float = -1.0
+    # Routines (policy_space='routine'; docs/algorithms.md, Routines): the actor outputs a
+    # routine z [routine_dim] that a decoder turns into up to routine_len actions, run
+    # open-loop; Routine SAC on the sac base, Routine TD3 on the ddpg base.
+    policy_space: str = "action"        # action, or routine
+    routine_len: int = 4                # L, the most actions one routine stands for
+    routine_dim: int = 8                # Dz (per task in the rtsac / rttd3 recipes)
+    routine_enc_embed: int = 16         # prefix encoder: per-action embedding
+    routine_joint_embed: int = 64       # prefix encoder: per-position (summed) embedding
+    routine_dec_embed: int = 64         # decoder hidden width (routine_len slices of it)
+    routine_lr: float = 1e-3            # Adam of the prefix encoder and decoder
+    routine_alpha_lr: float = 1e-4      # Routine SAC's temperature (Adam, beta1 0.5)
+    routine_mto_weight: float = 1.0     # weight of J_mto (z vs its re-encoding)
+    routine_noise: float = 0.2          # Routine TD3: exploration noise std on z
+    routine_target_noise: float = 0.1   # Routine TD3: target noise std on z (clip
+                                        # stddev_clip)
+    routine_action_noise: float = 0.1   # Routine TD3: exploration noise std on actions
+    routine_action_noise_clip: float = 0.5
+    routine_mask: str = "intended"      # intended, or released (the authors' row-0 mask)
     # SEER (stored embeddings): at seer_freeze_frames (0 = never) everything up to the
     # low-dimensional feature freezes, the replay becomes one of stored latents
     # (seer_num_copies randomly shifted copies per observation), and updates train the heads.
@@ -166,6 +186,22 @@ def check_field_names(values: Mapping[str, Any]) -> None:
                          + ", ".join(FIELD_NAMES))
 
 
+_ROUTINE_STATE_RECIPE = dict(
+    policy_space="routine", obs_type="state", aug="none", action_repeat=1, nstep=1,
+    lr=1e-3, batch_size=256, hidden_dim=256, mlp_depth=2, tau=0.005, update_every_steps=1,
+    actor_update_every=2, target_update_every=2, num_target_augs=1, num_q_augs=1,
+    init_temperature=0.1, num_seed_frames=1000, stddev_init=0.2, stddev_final=0.2,
+    stddev_clip=0.3)
+# Routines4RL's routine dimension per task (domain prefix or task name); 8 elsewhere.
+ROUTINE_DIMS = {"cartpole_": 4, "ball_in_cup_catch": 8, "finger_": 8, "reacher_": 8,
+                "fish_": 20, "cheetah_run": 24, "walker_": 24}
+
+
+def routine_dim_for(task: str) -> int:
+    """The released recipe's routine dimension of `task`."""
+    return next((dim for prefix, dim in ROUTINE_DIMS.items() if task.startswith(prefix)), 8)
+
+
 # Named agents: overrides of the DrQ-v2 defaults (docs/algorithms.md).
 PRESETS: dict[str, dict[str, Any]] = {
     "drqv2": {},
@@ -193,6 +229,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         actor_update_every=1, target_update_every=1, tau=0.01, init_temperature=0.1,
         target_entropy_start=0.5, target_entropy_end=-1.0, num_seed_frames=4000,
     ),
+    # Routines from states at action repeat 1 (Routines4RL's state recipes): Routine SAC
+    # and Routine TD3, L = 4, lr 1e-3 everywhere, Polyak 0.995 every 2 updates with the
+    # actor, 1000 uniform steps; routine_dim per task (task_overrides).
+    "rtsac": dict(_ROUTINE_STATE_RECIPE, base="sac"),
+    "rttd3": dict(_ROUTINE_STATE_RECIPE, base="ddpg"),
     # SEER: DrQ-v2 whose encoder and trunks freeze at the authors' DMC freeze point
     # (10k agent steps at action repeat 8 = 80k frames) and train on stored latents.
     "seer": dict(seer_freeze_frames=80_000, seer_num_copies=4),
@@ -220,6 +261,8 @@ def task_overrides(preset: str, task: str, task_group: str | None) -> dict[str, 
     """
     base = PRESETS[preset].get("base", "ddpg")
     changes: dict[str, Any] = {}
+    if PRESETS[preset].get("policy_space") == "routine":
+        return {"routine_dim": routine_dim_for(task)}
     if base == "sac" and preset not in DRQV2_RECIPE_SAC_PRESETS:
         changes["action_repeat"] = DRQ_PLANET_ACTION_REPEAT.get(task, DRQ_DEFAULT_ACTION_REPEAT)
         # 1000 seed steps (agent steps) in the DrQ recipe, whatever the action repeat.
@@ -245,7 +288,8 @@ def validate(config: Config) -> list[str]:
     errors = _choice_and_type_errors(config)
     if errors:
         return errors
-    return _range_errors(config) + _part_errors(config) + _combination_errors(config)
+    return (_range_errors(config) + _part_errors(config) + _combination_errors(config)
+            + _routine_errors(config))
 
 
 def _choice_and_type_errors(config: Config) -> list[str]:
@@ -256,7 +300,8 @@ def _choice_and_type_errors(config: Config) -> list[str]:
     for field, choices in (("base", BASES), ("encoder", pixel_encoders), ("aug", AUGS),
                            ("actor", ("auto", *parts.ACTORS)), ("critic", tuple(parts.CRITICS)),
                            ("mlp", MLPS), ("obs_type", OBS_TYPES), ("replay", REPLAYS),
-                           ("sspg_act_mode", SSPG_ACT_MODES), ("sspg_eval", SSPG_EVALS)):
+                           ("sspg_act_mode", SSPG_ACT_MODES), ("sspg_eval", SSPG_EVALS),
+                           ("policy_space", POLICY_SPACES), ("routine_mask", ROUTINE_MASKS)):
         if getattr(config, field) not in choices:
             errors.append(_choice_error(field, getattr(config, field), choices))
     for name in FIELD_NAMES:
@@ -370,6 +415,28 @@ def _combination_errors(config: Config) -> list[str]:
                       "none to freeze (use obs_type='pixels' or seer_freeze_frames=0)")
     if config.encoder == "flare" and config.frame_stack < 2:
         errors.append("encoder='flare' needs frame_stack >= 2 (it encodes frame differences)")
+    return errors
+
+
+def _routine_errors(config: Config) -> list[str]:
+    """What policy_space='routine' (agents/routines.py) does not take."""
+    if config.policy_space != "routine":
+        return []
+    errors = []
+    if config.actor != "auto":
+        errors.append(f"policy_space='routine' brings its own actor (the routine actor); "
+                      f"set actor='auto', got {config.actor!r}")
+    if config.nstep != 1:
+        errors.append(f"policy_space='routine' needs nstep=1 (its prefixes give the k-step "
+                      f"returns), got nstep={config.nstep}")
+    if config.critic == "gpl_quantile" or config.seer_freeze_frames:
+        errors.append("policy_space='routine' takes critic='twin' or 'gpl' and no SEER "
+                      "freeze (seer_freeze_frames=0)")
+    if config.routine_len < 1 or config.routine_dim < 1:
+        errors.append("routine_len and routine_dim must be >= 1")
+    elif config.routine_dec_embed % config.routine_len:
+        errors.append(f"routine_dec_embed={config.routine_dec_embed} must be a multiple of "
+                      f"routine_len={config.routine_len} (one slice per position)")
     return errors
 
 

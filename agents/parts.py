@@ -46,6 +46,10 @@ class ActorKind:
         launcher took instead of the agent's (seed steps) does to the acting state;
     update(setup, state, batch, key) -> (state, metrics): its own update, made of the
         base's steps, when its training differs from the base's (None: the base's).
+    critic_action_dim(config, action_dim) -> what the critic takes in place of the action
+        (Routines: the routine dimension).
+    init_opt_states(config, params) -> optimiser states of its own parameter groups
+        (Routines: the prefix encoder and decoder's Adam), added to AgentState.opt_states.
     """
 
     build: Callable[[Config, int, bool, bool], nn.Module]
@@ -56,6 +60,8 @@ class ActorKind:
     act_and_update: Callable[..., tuple[jnp.ndarray, dict]] | None = None
     after_uniform_action: Callable[[Config, dict], dict] | None = None
     update: Callable[..., tuple[Any, dict]] | None = None
+    critic_action_dim: Callable[[Config, int], int] = lambda config, action_dim: action_dim
+    init_opt_states: Callable[[Config, dict], dict] = lambda config, params: {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +136,10 @@ def is_pixels(obs_spec: specs.Array) -> bool:
 
 
 def actor_name(config: Config) -> str:
-    """config.actor, or the base's own actor when it is 'auto'."""
+    """config.actor, or the base's own actor when it is 'auto' ('routine' in the routine
+    policy space)."""
+    if config.policy_space == "routine":
+        return "routine"
     return BASE_ACTORS.get(config.base, "") if config.actor == "auto" else config.actor
 
 
@@ -149,6 +158,7 @@ class Parts:
     critic: Any
     actor_kind: ActorKind
     critic_kind: CriticKind
+    critic_action_dim: int | None = None   # the critic's action input (None: the action's)
 
     def sample(self, actor_params, features: jnp.ndarray, key: jax.Array,
                exploration: Exploration | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -169,7 +179,8 @@ def build_parts(config: Config, obs_spec: specs.Array, action_dim: int) -> Parts
         critic=networks.CriticEnsemble(config.num_critics, config.feature_dim,
                                        config.hidden_dims, dense_inputs, trunk_tanh,
                                        critic_kind.num_outputs(config)),
-        actor_kind=actor_kind, critic_kind=critic_kind)
+        actor_kind=actor_kind, critic_kind=critic_kind,
+        critic_action_dim=actor_kind.critic_action_dim(config, action_dim))
 
 
 def init_params(parts: Parts, obs_spec: specs.Array, action_dim: int,
@@ -179,7 +190,7 @@ def init_params(parts: Parts, obs_spec: specs.Array, action_dim: int,
     obs = jnp.zeros((1, *obs_spec.shape), obs_spec.dtype)
     encoder_params = parts.encoder.init(key_encoder, obs)
     features = parts.encoder.apply(encoder_params, obs)
-    action = jnp.zeros((1, action_dim), jnp.float32)
+    action = jnp.zeros((1, parts.critic_action_dim or action_dim), jnp.float32)
     return {
         "encoder": encoder_params,
         "actor": parts.actor.init(key_actor, features),

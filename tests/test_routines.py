@@ -242,3 +242,125 @@ def test_sample_windows_needs_a_one_step_replay():
                           nstep=3)
     with pytest.raises(ValueError, match="nstep=1"):
         windows.sample_windows(buffer, 4, L, 0)
+
+
+# ----------------------------------------------------------------------------- agents
+def _specs(obs_dim=5, action_dim=2):
+    from dm_env import specs
+    return (specs.Array((obs_dim,), np.float32),
+            specs.BoundedArray((action_dim,), np.float32, -1.0, 1.0))
+
+
+def _windows(batch=6, obs_dim=5, action_dim=2, seed=0, mask=None):
+    from pixelzoo.replay.windows import Windows
+    rng = _rng(seed)
+    f32 = lambda x: jnp.asarray(x, jnp.float32)
+    return Windows(obs=f32(rng.normal(size=(batch, obs_dim))),
+                   actions=f32(rng.uniform(-1, 1, (batch, L, action_dim))),
+                   rewards=f32(rng.normal(size=(batch, L))), discounts=f32(np.ones((batch, L))),
+                   next_obs=f32(rng.normal(size=(batch, L, obs_dim))),
+                   mask=f32(np.ones((batch, L)) if mask is None else mask))
+
+
+def test_presets_recipes_and_config_errors():
+    from pixelzoo import agents
+    for name, base in (("rtsac", "sac"), ("rttd3", "ddpg")):
+        config = agents.build_config(name, task="cheetah_run")
+        assert (config.base, config.policy_space, config.routine_dim, config.routine_len) \
+            == (base, "routine", 24, 4)
+        assert (config.nstep, config.action_repeat, config.obs_type, config.lr, config.tau,
+                config.actor_update_every, config.num_seed_frames) \
+            == (1, 1, "state", 1e-3, 0.005, 2, 1000)
+    assert agents.build_config("rtsac", task="cartpole_swingup").routine_dim == 4
+    assert agents.build_config("rtsac", task="fish_swim").routine_dim == 20
+    with pytest.raises(ValueError, match="needs nstep=1"):
+        agents.build_config("rtsac", nstep=3)
+    with pytest.raises(ValueError, match="brings its own actor"):
+        agents.build_config("rtsac", actor="tanh_gaussian")
+    with pytest.raises(ValueError, match="multiple of routine_len"):
+        agents.build_config("rttd3", routine_len=3)
+    with pytest.raises(ValueError, match="policy_space"):
+        agents.build_config("rtsac", policy_space="plans")
+
+
+def test_policy_encode_matches_numpy_and_autoencode_keeps_prefix_n():
+    from pixelzoo import agents
+    from pixelzoo.agents import routines
+    agent = agents.make("rtsac", *_specs(), task="reacher_easy", hidden_dim=16)
+    module = routines.build_policy(agent.config, 2, False, True)
+    params = jax.jit(agent.init)(jax.random.key(0)).params["actor"]
+    p = jax.tree.map(lambda x: np.asarray(x, np.float64), params["params"])
+    actions = _rng(5).uniform(-1, 1, (3, L, 2))
+    encode = jax.jit(lambda a: module.apply(params, a, method=module.encode))
+    got = encode(jnp.asarray(actions, jnp.float32))
+    for row in range(3):
+        g = 0
+        for k in range(L):
+            e = actions[row, k] @ p["embed_kernel"] + p["embed_bias"]
+            g = g + e @ p["position_kernels"][k] + p["position_biases"][k]
+            want = np.tanh(g @ p["out_kernel"] + p["out_bias"])
+            np.testing.assert_allclose(got[row, k], want, rtol=1e-4, atol=1e-5)
+    z = jnp.asarray(_rng(6).uniform(-1, 1, (64, 8)), jnp.float32)
+    reencoded, decoded, _, length = jax.jit(lambda z: routines.autoencode(
+        module, params, z, jax.random.key(1)))(z)
+    prefixes = encode(decoded)
+    np.testing.assert_allclose(reencoded, prefixes[np.arange(64), np.asarray(length) - 1])
+    assert set(np.asarray(length).tolist()) == {1, 2, 3, 4}
+
+
+@pytest.mark.parametrize("name,overrides", [("rtsac", {}),
+                                            ("rttd3", dict(critic="gpl", mlp="d2rl"))])
+def test_update_routes_gradients_and_ignores_masked_prefixes(name, overrides):
+    from pixelzoo import agents
+    agent = agents.make(name, *_specs(), hidden_dim=16, batch_size=6, **overrides)
+    update = jax.jit(agent.update)
+    state = jax.jit(agent.init)(jax.random.key(0))
+    parts = lambda s, names: [s.params["actor"]["params"][n] for n in names]
+    policy = lambda s: parts(s, ["policy"])
+    ae = lambda s: parts(s, ["decoder_out", "position_kernels", "embed_kernel"])
+    changed = lambda a, b: any(not np.allclose(x, y) for x, y in
+                               zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    first, metrics = update(state, _windows(), jax.random.key(1))      # update 0: actor step
+    assert metrics["actor_updated"] == 1 and changed(policy(state), policy(first))
+    assert changed(ae(state), ae(first))
+    assert all(np.isfinite(float(v)) for v in metrics.values())
+    second, metrics = update(first, _windows(seed=1), jax.random.key(2))   # no actor step
+    assert metrics["actor_updated"] == 0 and np.isnan(metrics["actor_loss"])
+    assert not changed(policy(first), policy(second)) and changed(ae(first), ae(second))
+    # Masked prefixes' rewards change nothing: the same critic loss and new parameters.
+    mask = np.array([[1, 1, 0, 0]] * 6, np.float32)
+    windows = _windows(seed=2, mask=mask)
+    other = windows._replace(rewards=windows.rewards.at[:, 2:].set(1e4))
+    a, metrics_a = update(second, windows, jax.random.key(3))
+    b, metrics_b = update(second, other, jax.random.key(3))
+    assert float(metrics_a["critic_loss"]) == float(metrics_b["critic_loss"])
+    assert not changed(a.params, b.params)
+    c, metrics_c = update(second, windows._replace(mask=jnp.ones((6, L))), jax.random.key(3))
+    assert float(metrics_c["critic_loss"]) != float(metrics_a["critic_loss"])
+
+
+def test_acting_queue_pops_each_routine_and_counts_queries():
+    from pixelzoo import agents
+    from pixelzoo.agents import routines
+    agent = agents.make("rttd3", *_specs(), hidden_dim=16)
+    state = jax.jit(agent.init)(jax.random.key(0))
+    setup = agents.make_setup(agent.config, agent.obs_spec, 2)
+    act = jax.jit(agent.act_and_update)
+    obs = jnp.asarray(_rng(7).normal(size=(1, 5)), jnp.float32)
+    query = jax.jit(lambda params, key: routines.query_routine(
+        agent.config, setup.nets.actor, params, obs, key, False))
+    expected_queue, queries, lengths = [], 0, []
+    for step in range(24):
+        key = jax.random.key(100 + step)
+        if not expected_queue:                          # the agent must query now
+            queued, length = query(state.params["actor"], key)
+            expected_queue = list(np.asarray(queued)[:int(length)])
+            queries += 1
+            lengths.append(int(length))
+        action, acting = act(state, obs, key)
+        np.testing.assert_allclose(action[0], expected_queue.pop(0), rtol=1e-5, atol=1e-6)
+        state = state.replace(acting=acting)
+        assert int(acting["queries"]) == queries and int(acting["steps"]) == step + 1
+    assert len(set(lengths)) > 1 and queries < 24
+    cleared = routines.reset_acting(agent.config, state.acting)
+    assert int(cleared["remaining"]) == 0 and int(cleared["queries"]) == 0
