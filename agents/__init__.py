@@ -13,7 +13,8 @@ from pixelzoo.agents import actors, critics, ddpg, sac, seer  # actors, critics:
 from pixelzoo.agents import rmc  # registers the rmc actor kind (SSPG)
 from pixelzoo.agents import routine_update  # registers the routine actor kind (Routines)
 from pixelzoo.agents.common import (Agent, AgentState, UpdateSetup, act, act_and_update,
-                                    after_uniform_action, init_state, make_setup)
+                                    after_uniform_action, init_state, make_setup,
+                                    reset_acting)
 from pixelzoo.agents.config import FIELD_NAMES, PRESETS, Config, build_config, task_overrides, validate
 from pixelzoo.agents.learner import Learner, fuse_updates, make_mesh, make_seed_mesh
 from pixelzoo.agents.parts import (ActorKind, CriticKind, CriticStepResult, register_actor,
@@ -57,7 +58,9 @@ def make_from_config(name: str, config: Config, obs_spec: specs.Array,
                  update=functools.partial(update, setup),
                  seer=seer.seer_parts(setup, update),
                  act_and_update=functools.partial(act_and_update, setup) if stateful else None,
-                 after_uniform_action=functools.partial(after_uniform_action, setup))
+                 after_uniform_action=functools.partial(after_uniform_action, setup),
+                 reset_acting=(functools.partial(reset_acting, setup)
+                               if setup.nets.actor_kind.reset_acting else None))
 
 
 __all__ = ["ActorKind", "Agent", "AgentState", "BASES", "Config", "CriticKind", "CriticStepResult",

@@ -79,6 +79,8 @@ class Agent:
         call to the next, e.g. SSPG's chains; {} for stateless actors)
     after_uniform_action(state) -> state: the state after the launcher acted uniformly
         at random in its place (the seed steps)
+    reset_acting(state, eval_mode) -> state: at an episode's start (Routines: an empty
+        queue); None when the acting state runs on across episodes
     update(state, batch, key) -> (state, metrics: dict of float32 scalars)
     """
 
@@ -92,6 +94,7 @@ class Agent:
     seer: SeerParts | None = None    # the SEER functions, on bases that support them
     act_and_update: Callable[..., tuple[jnp.ndarray, dict]] | None = None
     after_uniform_action: Callable[[AgentState], AgentState] = lambda state: state
+    reset_acting: Callable[[AgentState, bool], AgentState] | None = None
 
     @property
     def stateful_acting(self) -> bool:
@@ -259,6 +262,12 @@ def after_uniform_action(setup: UpdateSetup, state: AgentState) -> AgentState:
     if update is None:
         return state
     return state.replace(acting=update(setup.config, state.acting))
+
+
+def reset_acting(setup: UpdateSetup, state: AgentState, eval_mode: bool) -> AgentState:
+    """The state at an episode's start, by the actor kind's `reset_acting`."""
+    return state.replace(acting=setup.nets.actor_kind.reset_acting(setup.config, state.acting,
+                                                                   eval_mode))
 
 
 def act(setup: UpdateSetup, state: AgentState, obs: jnp.ndarray, key: jax.Array,

@@ -127,6 +127,7 @@ class Config:
     routine_action_noise: float = 0.1   # Routine TD3: exploration noise std on actions
     routine_action_noise_clip: float = 0.5
     routine_mask: str = "intended"      # intended, or released (the authors' row-0 mask)
+    routine_warmup_updates: int = 1000  # updates run at once at the first update step
     # SEER (stored embeddings): at seer_freeze_frames (0 = never) everything up to the
     # low-dimensional feature freezes, the replay becomes one of stored latents
     # (seer_num_copies randomly shifted copies per observation), and updates train the heads.
@@ -169,6 +170,7 @@ FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Config))
 # environment, replay, schedule and logs, and when SEER freezes); agent fields, every other
 # one, say what agents.make builds. Both are `--config.<field>` flags alike.
 RUN_FIELDS = ("obs_type", "image_size", "frame_stack", "action_repeat", "seer_freeze_frames",
+              "routine_warmup_updates",
               "replay_capacity", "replay", "num_seed_frames", "eval_every_frames",
               "num_eval_episodes", "checkpoint_every_frames", "log_every_frames", "save_video")
 AGENT_FIELDS = tuple(name for name in FIELD_NAMES if name not in RUN_FIELDS)
@@ -432,6 +434,11 @@ def _routine_errors(config: Config) -> list[str]:
     if config.critic == "gpl_quantile" or config.seer_freeze_frames:
         errors.append("policy_space='routine' takes critic='twin' or 'gpl' and no SEER "
                       "freeze (seer_freeze_frames=0)")
+    if config.replay != "host":
+        errors.append("policy_space='routine' samples windows from the host replay "
+                      "(replay='host')")
+    if config.routine_warmup_updates < 1:
+        errors.append(f"routine_warmup_updates={config.routine_warmup_updates} must be >= 1")
     if config.routine_len < 1 or config.routine_dim < 1:
         errors.append("routine_len and routine_dim must be >= 1")
     elif config.routine_dec_embed % config.routine_len:

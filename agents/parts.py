@@ -50,6 +50,8 @@ class ActorKind:
         (Routines: the routine dimension).
     init_opt_states(config, params) -> optimiser states of its own parameter groups
         (Routines: the prefix encoder and decoder's Adam), added to AgentState.opt_states.
+    reset_acting(config, acting, eval_mode) -> acting at an episode's start (None: the
+        acting state runs on across episodes).
     """
 
     build: Callable[[Config, int, bool, bool], nn.Module]
@@ -62,6 +64,7 @@ class ActorKind:
     update: Callable[..., tuple[Any, dict]] | None = None
     critic_action_dim: Callable[[Config, int], int] = lambda config, action_dim: action_dim
     init_opt_states: Callable[[Config, dict], dict] = lambda config, params: {}
+    reset_acting: Callable[[Config, dict, bool], dict] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -59,7 +59,7 @@ def next_routine_values(setup: UpdateSetup, params: dict, target_params: dict,
     if config.base == "sac":
         value = value - jnp.exp(params["log_alpha"]) * rl.routine_log_prob(
             log_probs, lengths, config.discount)
-    return sg(value.reshape(batch, length)), {"routine_length_mean": jnp.mean(lengths)}
+    return sg(value.reshape(batch, length)), {"target_routine_length": jnp.mean(lengths)}
 
 
 def critic_and_routine_loss(trainable: dict, nets, obs: jnp.ndarray, actions: jnp.ndarray,
@@ -205,5 +205,5 @@ ROUTINE = ActorKind(
     act_and_update=routines.act_and_update,
     after_uniform_action=lambda config, acting: acting, update=update,
     critic_action_dim=lambda config, action_dim: config.routine_dim,
-    init_opt_states=_routine_opt_states)
+    init_opt_states=_routine_opt_states, reset_acting=routines.reset_acting)
 register_actor("routine", ROUTINE)

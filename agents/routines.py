@@ -130,18 +130,27 @@ def autoencode(module: RoutinePolicy, params, z: jnp.ndarray, key: jax.Array,
 
 
 # ----------------------------------------------------------------------------- acting
-def init_acting(config: Config, action_dim: int, key: jax.Array) -> dict:
-    """The executor's state ("plan buffer"): the queued actions [L, A], how many are left
-    and where the next one is, and counters of policy queries and actions taken (since
-    the last `reset_acting`)."""
+ACTING_MODES = ("train", "eval")
+
+
+def _empty_executor(config: Config, action_dim: int) -> dict:
     return {"queue": jnp.zeros((config.routine_len, action_dim), jnp.float32),
             "remaining": jnp.zeros((), jnp.int32), "cursor": jnp.zeros((), jnp.int32),
             "queries": jnp.zeros((), jnp.int32), "steps": jnp.zeros((), jnp.int32)}
 
 
-def reset_acting(config: Config, acting: dict) -> dict:
-    """At an episode's start: an empty queue and zeroed counters."""
-    return init_acting(config, acting["queue"].shape[-1], jax.random.key(0))
+def init_acting(config: Config, action_dim: int, key: jax.Array) -> dict:
+    """One executor ("plan buffer") per mode, 'train' and 'eval', so an evaluation never
+    touches the training episode's queue. Each: the queued actions [L, A], how many are left
+    and where the next one is, and the policy queries and actions taken since its last
+    `reset_acting`."""
+    return {mode: _empty_executor(config, action_dim) for mode in ACTING_MODES}
+
+
+def reset_acting(config: Config, acting: dict, eval_mode: bool) -> dict:
+    """At an episode's start: that mode's queue emptied and its counters zeroed."""
+    mode = "eval" if eval_mode else "train"
+    return {**acting, mode: _empty_executor(config, acting[mode]["queue"].shape[-1])}
 
 
 def query_routine(config: Config, module: RoutinePolicy, params, features: jnp.ndarray,
@@ -170,18 +179,20 @@ def act_and_update(setup, state, features: jnp.ndarray, key: jax.Array,
     """(action [1, A], acting): the next queued action; an empty queue first queries the
     policy once and queues the first n decoded actions."""
     config, module = setup.config, setup.nets.actor
+    mode = "eval" if eval_mode else "train"
 
-    def query(acting):
+    def query(executor):
         actions, length = query_routine(config, module, state.params["actor"], features, key,
                                         eval_mode)
-        return {**acting, "queue": actions, "remaining": length,
-                "cursor": jnp.zeros((), jnp.int32), "queries": acting["queries"] + 1}
+        return {**executor, "queue": actions, "remaining": length,
+                "cursor": jnp.zeros((), jnp.int32), "queries": executor["queries"] + 1}
 
-    acting = jax.lax.cond(state.acting["remaining"] == 0, query, lambda acting: acting,
-                          state.acting)
-    action = acting["queue"][acting["cursor"]][None]
-    return action, {**acting, "cursor": acting["cursor"] + 1,
-                    "remaining": acting["remaining"] - 1, "steps": acting["steps"] + 1}
+    executor = state.acting[mode]
+    executor = jax.lax.cond(executor["remaining"] == 0, query, lambda e: e, executor)
+    action = executor["queue"][executor["cursor"]][None]
+    executor = {**executor, "cursor": executor["cursor"] + 1,
+                "remaining": executor["remaining"] - 1, "steps": executor["steps"] + 1}
+    return action, {**state.acting, mode: executor}
 
 
 def first_action(module, params, features, key, eval_mode: bool, exploration=None):

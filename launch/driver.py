@@ -62,17 +62,28 @@ class Episode:
         self.returns += [float(timestep.reward) for timestep in timesteps]
         self.length += 1
 
-    def rows(self, loop: LoopState, frame: int) -> list[dict]:
+    def rows(self, loop: LoopState, frame: int,
+             state: agents.AgentState | None = None) -> list[dict]:
         """train.csv rows of the episode that just ended, one per seed (every process calls
-        this together: the returns of all seeds are gathered)."""
+        this together: the returns of all seeds are gathered). With Routines and `state`,
+        also its policy queries and mean routine length."""
         action_repeat, seeds = self.run.config.action_repeat, self.run.seeds
         returns = processes.gather(self.returns)
+        extra = [{} for _ in seeds]
+        if state is not None and self.run.routine:
+            executor = processes.gather({name: processes.local_rows(state.acting["train"][name])
+                                         for name in ("queries", "steps")})
+            extra = [{"policy_queries": int(executor["queries"][index]),
+                      "routine_length_mean": float(executor["steps"][index]
+                                                   / max(executor["queries"][index], 1))}
+                     for index in range(len(seeds))]
         fps = (self.length * action_repeat * len(seeds)
                / max(time.monotonic() - self.start_time, 1e-9))
         return [{"frame": frame, "seed": seed, "step": loop.step, "episode": loop.episode,
                  "episode_return": float(returns[index]),
                  "episode_length": self.length * action_repeat, "fps": fps,
-                 "total_time": loop.total_time} for index, seed in enumerate(seeds)]
+                 "total_time": loop.total_time, **extra[index]}
+                for index, seed in enumerate(seeds)]
 
 
 def agent_step(run: Run, state: agents.AgentState, step: int, timesteps: list,
@@ -90,7 +101,7 @@ def agent_step(run: Run, state: agents.AgentState, step: int, timesteps: list,
                                             np.stack([t.observation for t in timesteps]))
     with part("env_step"):
         run.train_pool.step_async(actions)   # the environments step while the learner updates
-    if run.update_due(step):
+    for _ in range(run.update_calls(step) if run.update_due(step) else 0):
         with part("replay_sample"):
             host_batches = run.sample(step)
         with part("transfer"):
@@ -116,12 +127,14 @@ class Driver:
         self.run, self.state, self.step = run, state, step
         self.metrics = metrics or MetricsWindow(run.seeds if run.multi_seed else None)
         self.episode = Episode(run)
+        self.state = run.reset_acting(self.state)
         self.timesteps = self.episode.start(run.train_pool.reset(), state)
 
     def episode_ended(self) -> bool:
         return self.episode.ended(self.timesteps)
 
     def new_episode(self) -> None:
+        self.state = self.run.reset_acting(self.state)
         self.timesteps = self.episode.start(self.run.train_pool.reset(), self.state)
 
     def agent_step(self, timer: PartTimer | None = None) -> None:

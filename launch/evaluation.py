@@ -28,6 +28,8 @@ def evaluate(pool: envs.EnvPool, policy: Callable[[np.ndarray], np.ndarray],
     lengths, frames = [], []
     for episode in range(num_episodes):
         timesteps = pool.reset()
+        if hasattr(policy, "new_episode"):
+            policy.new_episode()
         length = 0
         record = video_path is not None and episode == 0
         if record:

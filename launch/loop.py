@@ -104,7 +104,8 @@ def _run_loop(run: Run, logs: RunLogs, state, loop: LoopState, resumed_frame: in
         loop.total_time = time_before + time.monotonic() - clock
         if driver.episode_ended():
             loop.episode += 1
-            logs.episode(driver.episode.rows(loop, frame), driver.metrics.episode_means()
+            logs.episode(driver.episode.rows(loop, frame, driver.state),
+                         driver.metrics.episode_means()
                          or [{} for _ in run.seeds])
             driver.new_episode()
         if config.num_eval_episodes and (due(config.eval_every_frames, previous_frame, frame)

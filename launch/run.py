@@ -25,6 +25,7 @@ from pixelzoo.launch import processes, seer_phase
 from pixelzoo.launch.checkpointing import RunCheckpointer
 from pixelzoo.launch.run_spec import EVAL_SEED_OFFSET, RunSpec
 from pixelzoo.replay import Batch, ReplayBuffer
+from pixelzoo.replay.windows import Windows, sample_windows
 
 
 @dataclasses.dataclass
@@ -59,6 +60,14 @@ def _dummy_batch(obs_spec, action_dim: int, batch_size: int) -> Batch:
                  vector(batch_size), obs)
 
 
+def _dummy_windows(obs_spec, action_dim: int, batch_size: int, length: int) -> Windows:
+    obs = lambda *lead: jax.ShapeDtypeStruct((*lead, *obs_spec.shape), obs_spec.dtype)
+    vector = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
+    return Windows(obs(batch_size), vector(batch_size, length, action_dim),
+                   vector(batch_size, length), vector(batch_size, length),
+                   obs(batch_size, length), vector(batch_size, length))
+
+
 def _local_gpu_count() -> int:
     return sum(device.platform == "gpu" for device in jax.local_devices())
 
@@ -76,6 +85,10 @@ class EvalPolicy:
 
     def __init__(self, run: "Run", state: agents.AgentState, step: int):
         self.run, self.state, self.step, self.calls = run, state, step, 0
+
+    def new_episode(self) -> None:
+        """At each evaluation episode's start (Routines: an empty evaluation queue)."""
+        self.state = self.run.reset_acting(self.state, eval_mode=True)
 
     def __call__(self, observations: np.ndarray) -> np.ndarray:
         run = self.run
@@ -171,6 +184,11 @@ class Run:
             state, obs, fold_keys(keys, step)), out_shardings=self.sharding)
         self._act_eval = jax.jit(lambda state, obs, keys, step: jax.vmap(act_eval)(
             state, obs, fold_keys(keys, step)), out_shardings=self.sharding)
+        if self.agent.reset_acting is not None:
+            self._reset_train, self._reset_eval = (jax.jit(
+                lambda state, mode=mode: jax.vmap(
+                    lambda one: self.agent.reset_acting(one, mode))(state).acting,
+                out_shardings=self.sharding) for mode in (False, True))
         self._after_uniform = jax.jit(
             lambda state: jax.vmap(self.agent.after_uniform_action)(state).acting,
             out_shardings=self.sharding)
@@ -186,8 +204,14 @@ class Run:
 
     def metric_names(self, state: agents.AgentState) -> list[str]:
         one_seed = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), state)
-        batch = _dummy_batch(self.obs_spec, self.agent.action_dim, self.config.batch_size)
-        return sorted(jax.eval_shape(self.agent.update, one_seed, batch, self.init_keys[0])[1])
+        config = self.config
+        batch = (_dummy_windows(self.obs_spec, self.agent.action_dim, config.batch_size,
+                                config.routine_len) if self.routine
+                 else _dummy_batch(self.obs_spec, self.agent.action_dim, config.batch_size))
+        names = list(jax.eval_shape(self.agent.update, one_seed, batch, self.init_keys[0])[1])
+        if self.routine:   # per episode, from the acting queue (launch.driver.Episode.rows)
+            names += ["policy_queries", "routine_length_mean"]
+        return sorted(names)
 
     def save(self, frame: int, state: agents.AgentState, loop: LoopState) -> None:
         """Checkpoint `frame`: the agent state ([K, ...]; one seed's own state when K = 1),
@@ -275,9 +299,36 @@ class Run:
             return np.stack([replay.sample_indices(size, rng).reshape(shape)
                              for replay, rng in zip(self.replays, rngs)], axis=1)
         batches = [jax.tree.map(lambda x: x.reshape(*shape, *x.shape[1:]),
-                                replay.sample(size, rng))
+                                self._draw(replay, size, rng))
                    for replay, rng in zip(self.replays, rngs)]
         return jax.tree.map(lambda *x: np.stack(x, axis=1), *batches)
+
+    @property
+    def routine(self) -> bool:
+        """Whether the agent acts in the routine space (windows, warm-up, queues)."""
+        return self.config.policy_space == "routine"
+
+    def _draw(self, replay: ReplayBuffer, size: int, rng) -> Batch | Windows:
+        """`size` transitions, or with routines windows of routine_len transitions."""
+        if self.routine:
+            return sample_windows(replay, size, self.config.routine_len, rng,
+                                  self.config.routine_mask)
+        return replay.sample(size, rng)
+
+    def update_calls(self, step: int) -> int:
+        """Update calls at an update step: Routines' warm-up burst (routine_warmup_updates
+        at once) at the first, else 1."""
+        return (self.config.routine_warmup_updates
+                if self.routine and step == self.num_seed_steps else 1)
+
+    def reset_acting(self, state: agents.AgentState, eval_mode: bool = False
+                     ) -> agents.AgentState:
+        """The state at an episode's start: the actor's `reset_acting` for every seed (the
+        same state for actors without one)."""
+        if self.agent.reset_acting is None:
+            return state
+        reset = self._reset_eval if eval_mode else self._reset_train
+        return state.replace(acting=reset(state))
 
     def transfer(self, host_batches: Batch | np.ndarray) -> Batch | jax.Array:
         """Host batches (or start indices) for the update, split along seeds and batch. With

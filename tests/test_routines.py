@@ -360,7 +360,9 @@ def test_acting_queue_pops_each_routine_and_counts_queries():
         action, acting = act(state, obs, key)
         np.testing.assert_allclose(action[0], expected_queue.pop(0), rtol=1e-5, atol=1e-6)
         state = state.replace(acting=acting)
-        assert int(acting["queries"]) == queries and int(acting["steps"]) == step + 1
+        train = acting["train"]
+        assert int(train["queries"]) == queries and int(train["steps"]) == step + 1
     assert len(set(lengths)) > 1 and queries < 24
-    cleared = routines.reset_acting(agent.config, state.acting)
-    assert int(cleared["remaining"]) == 0 and int(cleared["queries"]) == 0
+    assert int(state.acting["eval"]["steps"]) == 0          # evaluation has its own queue
+    cleared = agent.reset_acting(state, False).acting
+    assert int(cleared["train"]["remaining"]) == 0 and int(cleared["train"]["queries"]) == 0
