@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Issue 20's short learning evidence on a shared 2-core CPU (no GPU): rtsac (Routine SAC,
+# the released state recipe: L = 4, routine_dim 4 on cartpole, lr 1e-3, 1,000 uniform steps,
+# a burst of 1,000 updates at step 1,000) against pixelzoo's SAC from state (the drq preset
+# with one augmentation copy, lr 3e-4, 256-unit MLPs, as the authors' SAC baseline) on
+# cartpole_swingup at action repeat 1, seeds 1-3 trained together (--num_seeds=3).
+# NUM_FRAMES (default 20000) is how far each run goes; AGENTS picks the presets.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FRAMES="${NUM_FRAMES:-20000}"
+COMMON=(--task=cartpole_swingup --seed=1 --num_seeds=3 --num_frames="$FRAMES"
+        --config.obs_type=state --config.action_repeat=1 --config.eval_every_frames=5000
+        --config.num_eval_episodes=3 --config.log_every_frames=1000
+        --config.checkpoint_every_frames=5000)
+for agent in ${AGENTS:-rtsac sac}; do
+  if [ "$agent" = sac ]; then
+    python -m pixelzoo.launch.train --agent=drq "${COMMON[@]}" \
+      --workdir=results/routines/state_cartpole_swingup/sac --config.hidden_dim=256 \
+      --config.lr=3e-4 --config.batch_size=256 --config.num_seed_frames=1000 \
+      --config.num_target_augs=1 --config.num_q_augs=1
+  else
+    python -m pixelzoo.launch.train --agent="$agent" "${COMMON[@]}" \
+      --workdir="results/routines/state_cartpole_swingup/$agent"
+  fi
+done
+python -m pixelzoo.launch.plot results/routines/state_cartpole_swingup \
+  --out=results/routines/state_cartpole_swingup/plots --noreference
