@@ -231,14 +231,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         actor_update_every=1, target_update_every=1, tau=0.01, init_temperature=0.1,
         target_entropy_start=0.5, target_entropy_end=-1.0, num_seed_frames=4000,
     ),
+    # SEER: DrQ-v2 whose encoder and trunks freeze at the authors' DMC freeze point
+    # (10k agent steps at action repeat 8 = 80k frames) and train on stored latents.
+    "seer": dict(seer_freeze_frames=80_000, seer_num_copies=4),
     # Routines from states at action repeat 1 (Routines4RL's state recipes): Routine SAC
     # and Routine TD3, L = 4, lr 1e-3 everywhere, Polyak 0.995 every 2 updates with the
     # actor, 1000 uniform steps; routine_dim per task (task_overrides).
     "rtsac": dict(_ROUTINE_STATE_RECIPE, base="sac"),
     "rttd3": dict(_ROUTINE_STATE_RECIPE, base="ddpg"),
-    # SEER: DrQ-v2 whose encoder and trunks freeze at the authors' DMC freeze point
-    # (10k agent steps at action repeat 8 = 80k frames) and train on stored latents.
-    "seer": dict(seer_freeze_frames=80_000, seer_num_copies=4),
 }
 
 # DrQ-v2 exploration schedule per task group, in agent steps (docs/algorithms.md, DrQ-v2).
