@@ -283,12 +283,19 @@ def test_presets_recipes_and_config_errors():
         agents.build_config("rtsac", policy_space="plans")
 
 
-def test_policy_encode_matches_numpy_and_autoencode_keeps_prefix_n():
+@pytest.fixture(scope="module")
+def rttd3_agent():
+    """A small Routine TD3 agent (routine_dim 8) and its initial state."""
     from pixelzoo import agents
+    agent = agents.make("rttd3", *_specs(), hidden_dim=16)
+    return agent, jax.jit(agent.init)(jax.random.key(0))
+
+
+def test_policy_encode_matches_numpy_and_autoencode_keeps_prefix_n(rttd3_agent):
     from pixelzoo.agents import routines
-    agent = agents.make("rtsac", *_specs(), task="reacher_easy", hidden_dim=16)
+    agent, state = rttd3_agent
     module = routines.build_policy(agent.config, 2, False, True)
-    params = jax.jit(agent.init)(jax.random.key(0)).params["actor"]
+    params = state.params["actor"]
     p = jax.tree.map(lambda x: np.asarray(x, np.float64), params["params"])
     actions = _rng(5).uniform(-1, 1, (3, L, 2))
     encode = jax.jit(lambda a: module.apply(params, a, method=module.encode))
@@ -339,11 +346,10 @@ def test_update_routes_gradients_and_ignores_masked_prefixes(name, overrides):
     assert float(metrics_c["critic_loss"]) != float(metrics_a["critic_loss"])
 
 
-def test_acting_queue_pops_each_routine_and_counts_queries():
+def test_acting_queue_pops_each_routine_and_counts_queries(rttd3_agent):
     from pixelzoo import agents
     from pixelzoo.agents import routines
-    agent = agents.make("rttd3", *_specs(), hidden_dim=16)
-    state = jax.jit(agent.init)(jax.random.key(0))
+    agent, state = rttd3_agent
     setup = agents.make_setup(agent.config, agent.obs_spec, 2)
     act = jax.jit(agent.act_and_update)
     obs = jnp.asarray(_rng(7).normal(size=(1, 5)), jnp.float32)
