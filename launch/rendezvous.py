@@ -90,7 +90,7 @@ def _gather(server: socket.socket, peers: dict[int, socket.socket], num_processe
         left = deadline - time.monotonic()
         if left <= 0:
             missing = [i for i in range(1, num_processes) if i not in received]
-            line = (f"processes {_ids(missing)} of {num_processes} did not join process 0 at "
+            line = (f"{_processes(missing)} of {num_processes} did not join process 0 at "
                     f"{address} within {timeout_s:g} s (--startup_timeout_s); start every "
                     "process, with the same --num_processes, and relaunch")
             for connection in peers.values():
@@ -181,8 +181,9 @@ def _receive(connection: socket.socket, timeout_s: float) -> dict | None:
     return json.loads(data)
 
 
-def _ids(ids: list[int]) -> str:
-    return ", ".join(map(str, ids))
+def _processes(ids: list[int]) -> str:
+    """'process 2', 'processes 2, 3'."""
+    return ("process " if len(ids) == 1 else "processes ") + ", ".join(map(str, ids))
 
 
 def where() -> str:
