@@ -316,6 +316,8 @@ def test_a_sweep_of_multi_process_jobs_on_stand_in_slurm(tmp_path):
             "--agent=drqv2", "--task=cartpole_swingup", f"--seed={first}", "--num_frames=400",
             f"--workdir={workdir}", "--num_seeds=2"]
         assert "--seed_shards=2" in record["command"].split()
+        # Process 1 prints nothing (no library INFO, no gloo notes): its log is the header.
+        assert (workdir / "train.process_1.log").read_text().count("\n") == 1
         log = (workdir / "train.log").read_text()
         assert ("mesh: 2 processes x 1 device, 2 seeds, 1 seed per device; replays in each "
                 "process's host memory (its seeds')") in log and "done: 400 frames" in log
