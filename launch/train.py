@@ -7,6 +7,11 @@ Every field of agents.Config is a `--config.<field>=value` flag. The workdir rec
 config.json, train.csv, eval.csv, TensorBoard events, checkpoints/ and videos/. Launching
 again with the same workdir resumes from the last complete checkpoint; only --num_frames
 may change between launches.
+
+A multi-process run (--coordinator_address etc., srun, a TPU VM slice) trains in a child
+process of the one launched (`launch.supervisor`, which turns the runtime's fatal end into
+one line); its processes meet before JAX starts (`launch.rendezvous`), and any that cannot
+start together end with one line, within --startup_timeout_s.
 """
 import json
 import os
@@ -144,42 +149,13 @@ def main(argv: list[str]) -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
     if distributed is not None and not supervisor.supervised():
-        sys.exit(supervisor.supervise(
+        sys.exit(supervisor.supervise(   # this process watches; a child process trains
             [sys.executable, "-m", "pixelzoo.launch.train", *sys.argv[1:]],
             distributed["process_id"], verbose=FLAGS["verbosity"].present))
-    if spec.config.obs_type == "pixels":
-        try:  # probe the GL backend before JAX starts its threads (the probe forks)
-            envs.ensure_gl_backend()
-        except envs.RenderingUnavailableError as error:
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(1)
-    if FLAGS.wandb:
-        try:
-            import wandb  # noqa: F401 - only checked here, used by the loop
-        except ImportError:
-            print("error: --wandb needs the wandb package: pip install 'pixelzoo[wandb]'",
-                  file=sys.stderr)
-            sys.exit(EXIT_USAGE)
-    multi_process = False
-    try:
-        workdir = FLAGS.workdir or default_workdir(spec)
-        if distributed is not None:   # every process meets process 0, which takes the lock
-            meet_processes(spec, workdir, distributed)
-        multi_process = processes.initialize(distributed, FLAGS.startup_timeout_s,
-                                             supervisor.HEARTBEAT_TIMEOUT_S)
-        import jax  # deferred: starts JAX's threads, so only after the GL probe
-        spec = check_run_spec(spec, jax.devices(), jax.process_count())
-        if processes.is_primary():        # what to expect: the backend and its devices
-            print(device_summary(jax.devices(), spec.num_devices, spec.config.obs_type),
-                  flush=True)
-        if distributed is None:
-            claim_workdir(spec, workdir)  # the first write, after every other check
-    except (UserError, WorkdirError, ValueError, rendezvous.StartError) as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        if multi_process:
-            jax.distributed.shutdown()    # every process ends here, together
-        sys.exit(EXIT_USAGE)
+    check_host(spec)
+    spec, workdir, multi_process = start(spec, distributed)
     from pixelzoo.launch.loop import NonFiniteLossError, train  # heavy imports after the checks
+    import jax
     stop_signal: list[int] = []
 
     def request_stop(signum: int, frame: Any) -> None:
@@ -203,6 +179,50 @@ def main(argv: list[str]) -> None:
         print(f"stopped by signal {stop_signal[0]}; checkpoint saved. Run the same command "
               "again to resume.", flush=True)
         sys.exit(EXIT_INTERRUPTED)
+
+
+def check_host(spec: RunSpec) -> None:
+    """Exits with one line when this host cannot run `spec`: no GL backend for pixels (probed
+    before JAX starts its threads: the probe forks), no wandb package for --wandb."""
+    if spec.config.obs_type == "pixels":
+        try:
+            envs.ensure_gl_backend()
+        except envs.RenderingUnavailableError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(1)
+    if FLAGS.wandb:
+        try:
+            import wandb  # noqa: F401 - only checked here, used by the loop
+        except ImportError:
+            print("error: --wandb needs the wandb package: pip install 'pixelzoo[wandb]'",
+                  file=sys.stderr)
+            sys.exit(EXIT_USAGE)
+
+
+def start(spec: RunSpec, distributed: dict | None) -> tuple[RunSpec, str, bool]:
+    """(spec placed on the devices, workdir, whether several processes run): joins the other
+    processes (`meet_processes`, then JAX's runtime), checks the run on the devices and
+    claims the workdir. Exits with one line (on every process) when the run cannot start."""
+    multi_process = False
+    try:
+        workdir = FLAGS.workdir or default_workdir(spec)
+        if distributed is not None:   # every process meets process 0, which takes the lock
+            meet_processes(spec, workdir, distributed)
+        multi_process = processes.initialize(distributed, FLAGS.startup_timeout_s,
+                                             supervisor.HEARTBEAT_TIMEOUT_S)
+        import jax  # deferred: starts JAX's threads, so only after the GL probe
+        spec = check_run_spec(spec, jax.devices(), jax.process_count())
+        if processes.is_primary():        # what to expect: the backend and its devices
+            print(device_summary(jax.devices(), spec.num_devices, spec.config.obs_type),
+                  flush=True)
+        if distributed is None:
+            claim_workdir(spec, workdir)  # the first write, after every other check
+    except (UserError, WorkdirError, ValueError, rendezvous.StartError) as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        if multi_process:
+            jax.distributed.shutdown()    # every process ends here, together
+        sys.exit(EXIT_USAGE)
+    return spec, workdir, multi_process
 
 
 _WORKDIR_LOCKS: list[WorkdirLock] = []   # held until the process ends
