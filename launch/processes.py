@@ -126,7 +126,8 @@ def resolve(arguments: dict, timeout_s: int) -> dict:
     and local_device_ids, the ones left to JAX found by JAX's own cluster detection (SLURM's
     variables, a TPU VM's metadata), as jax.distributed.initialize would find them."""
     from jax._src import clusters   # what jax.distributed.initialize itself calls
-    address, count, process_id, device_ids = clusters.ClusterEnv.auto_detect_unset_distributed_params(
+    detect = clusters.ClusterEnv.auto_detect_unset_distributed_params
+    address, count, process_id, device_ids = detect(
         arguments.get("coordinator_address"), arguments.get("num_processes"),
         arguments.get("process_id"), arguments.get("local_device_ids"),
         arguments.get("cluster_detection_method"), timeout_s)

@@ -9,8 +9,8 @@ child's Python output (sys.stdout, sys.stderr) reaches the terminal directly; wh
 writes to its file descriptors 1 and 2 comes through this process: gloo's connection notes
 are dropped, the runtime's logs on fd 2 shown `HOLD_S` late, unless the runtime ends the
 child: then they are replaced by one line naming the lost process and saying to relaunch
-(`lost_process_line`). With --verbosity every line is shown, at once. The child dies with its launcher (PR_SET_PDEATHSIG), so killing the launcher
-kills the process of the run.
+(`lost_process_line`). With --verbosity every line is shown, at once. The child dies with
+its launcher (PR_SET_PDEATHSIG), so killing the launcher kills the process of the run.
 """
 import collections
 import ctypes
@@ -53,9 +53,9 @@ def supervise(command: list[str], process_id: int, verbose: bool) -> int:
     exit status, or EXIT_LOST after the runtime's fatal end (with one line on stderr)."""
     python_fds = (os.dup(1), os.dup(2))
     (stdout_read, stdout_write), (read_end, write_end) = os.pipe(), os.pipe()
-    child = subprocess.Popen(command, stdout=stdout_write, stderr=write_end,
-                             pass_fds=python_fds, preexec_fn=_die_with_parent,
-                             env={**os.environ, SUPERVISED_VARIABLE: ",".join(map(str, python_fds))})
+    env = {**os.environ, SUPERVISED_VARIABLE: ",".join(map(str, python_fds))}
+    child = subprocess.Popen(command, stdout=stdout_write, stderr=write_end, env=env,
+                             pass_fds=python_fds, preexec_fn=_die_with_parent)
     for fd in (stdout_write, write_end, *python_fds):
         os.close(fd)
     for signum in (signal.SIGINT, signal.SIGTERM):   # the child stops at a checkpoint

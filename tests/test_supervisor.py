@@ -26,7 +26,8 @@ F1203 16:01:14.540758   11999 client.h:80] Terminating process because the JAX d
 *** Check failure stack trace: ***
     @     0x7fc28fa40634  absl::lts_20260107::log_internal::LogMessage::SendToLog()
 """
-GLOO = "[Gloo] Rank 0 is connected to 1 peer ranks. Expected number of connected peer ranks is : 1\n"
+GLOO = ("[Gloo] Rank 0 is connected to 1 peer ranks. Expected number of connected peer "
+        "ranks is : 1\n")
 
 
 def supervise(runtime_text: str, end: str, verbose: bool = False):
