@@ -63,7 +63,7 @@ def rows_by_seed(path):
     return rows
 
 
-@pytest.mark.slow(120)
+@pytest.mark.slow(150)
 def test_two_processes_train_four_seeds_like_one_process_and_resume_after_a_kill(tmp_path):
     single, multi = tmp_path / "single", tmp_path / "multi"
     finish([start(single, "--num_frames=1200")])

@@ -30,7 +30,7 @@ def _ends(processes: list, launched: float) -> list[tuple[str, float]]:
     return results
 
 
-@pytest.mark.slow(30)
+@pytest.mark.slow(45)
 def test_processes_that_cannot_meet_end_within_the_startup_timeout_with_one_line(tmp_path):
     """Two processes 0 of 3 and two processes 1, all at once: the later 0 and the later 1 are
     refused at once, the others wait for process 2, which never comes; a process whose
@@ -70,7 +70,7 @@ def test_processes_that_cannot_meet_end_within_the_startup_timeout_with_one_line
     assert not (tmp_path / "run" / "config.json").exists()
 
 
-@pytest.mark.slow(20)
+@pytest.mark.slow(25)
 def test_settings_that_differ_between_processes_are_refused_on_every_process(tmp_path):
     """Process 1 has another config and number of seeds, process 2 another process count
     and workdir: all three end with the same line naming every difference."""

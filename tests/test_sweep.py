@@ -285,7 +285,7 @@ def test_slurm_jobs_can_be_multi_process_runs(tmp_path, monkeypatch):
         == (2, 4, 4)
 
 
-@pytest.mark.slow(60)
+@pytest.mark.slow(45)
 def test_a_sweep_of_multi_process_jobs_on_stand_in_slurm(tmp_path):
     """--executor=slurm --nodes=2 --tasks_per_node=1: one job per run, whose two tasks
     (stand-in sbatch and srun: local processes with srun's SLURM_* variables) find each
