@@ -43,10 +43,19 @@ def gaussian_projection(key: jax.Array, num_features: int, dim: int,
         return jax.random.normal(key_blocks, (num_features, dim))
     num_blocks = -(-num_features // dim)
     gaussians = jax.random.normal(key_blocks, (num_blocks, dim, dim))
-    blocks = jnp.linalg.qr(gaussians)[0].transpose(0, 2, 1)     # rows orthonormal
+    q, r = jnp.linalg.qr(gaussians)
+    # Signs of R's diagonal moved into Q make Q Haar-distributed (each row's direction
+    # uniform); without them the rows' marginals are not Gaussian and FAVOR+ is biased.
+    q = q * jnp.sign(jnp.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
+    blocks = q.transpose(0, 2, 1)                                   # rows orthonormal
     rows = blocks.reshape(num_blocks * dim, dim)[:num_features]
     norms = jnp.linalg.norm(jax.random.normal(key_norms, (num_features, dim)), axis=-1)
     return rows * norms[:, None]
+
+
+def _project(x: jnp.ndarray, omega: jnp.ndarray) -> jnp.ndarray:
+    """x [..., D], omega [..., r, D] -> Omega x [..., r] (leading axes broadcast)."""
+    return jnp.einsum("...d,...rd->...r", x, omega)
 
 
 def _half_sq_norm(x: jnp.ndarray) -> jnp.ndarray:
@@ -55,29 +64,29 @@ def _half_sq_norm(x: jnp.ndarray) -> jnp.ndarray:
 
 def positive_features(x: jnp.ndarray, omega: jnp.ndarray, shift=0.0) -> jnp.ndarray:
     """FAVOR+: x [..., D] -> r^-1/2 exp(Omega x - |x|^2/2 - shift) [..., r]."""
-    return jnp.exp(x @ omega.T - _half_sq_norm(x) - shift) / math.sqrt(omega.shape[0])
+    return jnp.exp(_project(x, omega) - _half_sq_norm(x) - shift) / math.sqrt(omega.shape[-2])
 
 
 def antithetic_features(x: jnp.ndarray, omega: jnp.ndarray, shift=0.0) -> jnp.ndarray:
     """Positive features with antithetic draws +-Omega: x [..., D] ->
     (2r)^-1/2 exp(-|x|^2/2 - shift) [exp(Omega x), exp(-Omega x)] [..., 2r]."""
-    projected = x @ omega.T
+    projected = _project(x, omega)
     logits = jnp.concatenate([projected, -projected], axis=-1) - _half_sq_norm(x) - shift
-    return jnp.exp(logits) / math.sqrt(2 * omega.shape[0])
+    return jnp.exp(logits) / math.sqrt(2 * omega.shape[-2])
 
 
 def trig_features(x: jnp.ndarray, omega: jnp.ndarray, shift=0.0) -> jnp.ndarray:
     """Random Fourier features of the softmax kernel: x [..., D] ->
     r^-1/2 exp(|x|^2/2 - shift) [cos Omega x, sin Omega x] [..., 2r]."""
-    projected = x @ omega.T
-    scale = jnp.exp(_half_sq_norm(x) - shift) / math.sqrt(omega.shape[0])
+    projected = _project(x, omega)
+    scale = jnp.exp(_half_sq_norm(x) - shift) / math.sqrt(omega.shape[-2])
     return scale * jnp.concatenate([jnp.cos(projected), jnp.sin(projected)], axis=-1)
 
 
 def angular_features(x: jnp.ndarray, lam: jnp.ndarray) -> jnp.ndarray:
     """x [..., D] -> sign(Lambda x) / sqrt(2 r_lambda) [..., r_lambda]; for x, y at angle
     theta, E[phi(x) . phi(y)] = 1/2 - theta / pi."""
-    return jnp.sign(x @ lam.T) / math.sqrt(2 * lam.shape[0])
+    return jnp.sign(_project(x, lam)) / math.sqrt(2 * lam.shape[-2])
 
 
 def _outer(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
@@ -118,7 +127,7 @@ def log_feature_scale(x: jnp.ndarray, omega: jnp.ndarray, kernel: str) -> jnp.nd
     """x [..., N, D] -> [..., N, 1]: the log of the largest exponential factor of each
     token's features (a shift subtracted in the exponent keeps them in float range)."""
     half_sq = _half_sq_norm(x)
-    projected = x @ omega.T
+    projected = _project(x, omega)
     if kernel == "favor_pos":
         return jnp.max(projected, axis=-1, keepdims=True) - half_sq
     antithetic = jnp.max(jnp.abs(projected), axis=-1, keepdims=True) - half_sq
