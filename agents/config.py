@@ -184,6 +184,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         nstep=1, update_every_steps=1, actor_update_every=2, target_update_every=2,
         replay_capacity=100_000, num_seed_frames=1000 * 2, action_repeat=2,
     ),
+    # IAP: DrQ-v2 with the implicit-attention bottleneck over single pixels (pixelzoo's
+    # gradient-trained design: docs/algorithms.md, "Implicit attention").
+    "iap": dict(encoder="attention"),
     # SEER: DrQ-v2 whose encoder and trunks freeze at the authors' DMC freeze point
     # (10k agent steps at action repeat 8 = 80k frames) and train on stored latents.
     "seer": dict(seer_freeze_frames=80_000, seer_num_copies=4),

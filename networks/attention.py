@@ -205,6 +205,16 @@ def select_top_k(importance: jnp.ndarray, tokens: jnp.ndarray, centres: jnp.ndar
     return chosen, chosen_tokens, centres[index]
 
 
+def redraw_projections(variables: dict, key: jax.Array, orthogonal: bool) -> dict:
+    """The encoder's variables with fresh Omega and Lambda of the same shapes from `key`
+    (Performer's feature redrawing); every other variable unchanged."""
+    old = variables[RANDOM_FEATURES]
+    keys = dict(zip(sorted(old), jax.random.split(key, len(old))))
+    fresh = {name: gaussian_projection(keys[name], *value.shape, orthogonal).astype(value.dtype)
+             for name, value in old.items()}
+    return {**variables, RANDOM_FEATURES: fresh}
+
+
 class AttentionEncoder(nn.Module):
     """uint8 [B, H, W, C] -> features: the implicit-attention bottleneck.
 

@@ -1,6 +1,7 @@
 """The implicit-attention encoder (networks/attention.py): its kernel estimators against the
 closed forms, its linear-time importance against the quadratic one in numpy, its fidelity to
 exact attention on real DMC frames, and its gradients and random features inside an agent."""
+import dataclasses
 import functools
 import math
 
@@ -11,8 +12,11 @@ import pytest
 from dm_env import specs
 
 from pixelzoo import agents
-from pixelzoo.agents import losses
+from pixelzoo.agents import losses, steps
+from pixelzoo.agents.common import UpdateSetup
+from pixelzoo.agents.parts import build_parts, init_params
 from pixelzoo.networks import attention
+from pixelzoo.replay import Batch
 
 DIM, FEATURES, ANGULAR, DRAWS = 16, 64, 16, 10_000
 ANGLES = (0.1, math.pi / 2, math.pi - 0.1)
@@ -133,11 +137,16 @@ def test_linearised_hybrid_equals_the_direct_formula_in_float64():
         x, y = rng.normal(size=(2, 7, DIM)) * 0.4
         omega = attention.gaussian_projection(jax.random.key(2), 32, DIM)
         lam = attention.gaussian_projection(jax.random.key(3), 8, DIM)
-        phi = attention.hybrid_features(x, omega, lam, keys=False)
-        psi = attention.hybrid_features(y, omega, lam, keys=True)
+
+        @jax.jit
+        def linearised_and_direct(x, y, omega, lam):
+            phi = attention.hybrid_features(x, omega, lam, keys=False)
+            psi = attention.hybrid_features(y, omega, lam, keys=True)
+            return phi, jnp.sum(phi * psi, -1), attention.hybrid_estimate(x, y, omega, lam)
+
+        phi, linearised, direct = linearised_and_direct(x, y, omega, lam)
         assert phi.dtype == jnp.float64 and phi.shape == (7, 4 * 32 * (1 + 8))
-        np.testing.assert_allclose(np.sum(phi * psi, -1),
-                                   attention.hybrid_estimate(x, y, omega, lam), rtol=0, atol=1e-10)
+        np.testing.assert_allclose(linearised, direct, rtol=0, atol=1e-10)
 
 
 def numpy_column_sums(q_features: np.ndarray, k_features: np.ndarray) -> np.ndarray:
@@ -189,3 +198,127 @@ def test_patch_tokens_and_centres():
     pixels, pixel_centres = attention.patch_tokens(x, 1, 1)
     np.testing.assert_array_equal(pixels[0, 7], x[0, 1, 2])
     np.testing.assert_allclose(pixel_centres[7], [1.5 / 5, 2.5 / 5])
+
+
+# ----------------------------------------------------------------------------- the encoder
+IMAGE, TOP_K, ACTION_DIM = 10, 4, 2
+PIXEL_SPEC = specs.Array((IMAGE, IMAGE, 9), np.uint8, "pixels")
+ACTION_SPEC = specs.BoundedArray((ACTION_DIM,), np.float32, -1.0, 1.0, "action")
+TINY = dict(hidden_dim=8, feature_dim=4, batch_size=3, replay_capacity=100, image_size=IMAGE,
+            encoder="attention", ia_top_k=TOP_K, ia_features=16, ia_angular_features=4,
+            ia_qk_dim=4, ia_value_dim=3)
+
+
+def pixels(seed: int, size: int = 3, image: int = IMAGE) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (size, image, image, 9), np.uint8)
+
+
+def test_encoder_with_the_exact_kernel_matches_numpy():
+    encoder = attention.AttentionEncoder(qk_dim=4, value_dim=3, top_k=TOP_K, kernel="exact")
+    obs = pixels(0)
+    variables = jax.jit(encoder.init)(jax.random.key(0), obs)
+    p = jax.tree.map(np.asarray, variables["params"])
+    x = obs.astype(np.float64).reshape(3, IMAGE * IMAGE, 9) / 255 - 0.5
+    rows, cols = np.divmod(np.arange(IMAGE * IMAGE), IMAGE)
+    centres = np.stack([(rows + 0.5) / IMAGE, (cols + 0.5) / IMAGE], -1)
+    scale = 4 ** -0.25
+    q = (x @ p["query"]["kernel"] + p["query"]["bias"]) * scale
+    k = (x @ p["key"]["kernel"] + p["key"]["bias"]) * scale
+    scores = np.exp(q @ k.transpose(0, 2, 1))
+    importance = (scores / scores.sum(-1, keepdims=True)).sum(1)               # [B, N]
+    want = []
+    for b in range(3):
+        top = np.argsort(-importance[b])[:TOP_K]
+        values = np.concatenate([x[b, top], centres[top]], -1) @ p["value"]["kernel"] \
+            + p["value"]["bias"]
+        want.append(np.concatenate([centres[top], importance[b, top, None] * values], -1))
+    np.testing.assert_allclose(jax.jit(encoder.apply)(variables, obs),
+                               np.stack(want).reshape(3, -1), rtol=1e-4, atol=1e-6)
+
+
+def test_random_feature_encoder_never_builds_a_token_by_token_array_at_84px():
+    encoder = attention.AttentionEncoder()      # favor_pos, 256 features, 1-pixel tokens
+    obs = jnp.zeros((2, 84, 84, 9), jnp.uint8)
+    variables = jax.eval_shape(encoder.init, jax.random.key(0), obs)
+    jaxpr = jax.make_jaxpr(encoder.apply)(variables, obs)
+    tokens = 84 * 84
+    sizes = [math.prod(var.aval.shape) for eqn in jaxpr.jaxpr.eqns for var in eqn.outvars]
+    assert max(sizes) == 2 * tokens * 256          # Q' or K': linear in the tokens
+    exact = attention.AttentionEncoder(kernel="exact")
+    jaxpr = jax.make_jaxpr(exact.apply)(variables, obs)
+    assert max(math.prod(v.aval.shape) for e in jaxpr.jaxpr.eqns for v in e.outvars) \
+        == 2 * tokens ** 2
+
+
+def test_critic_gradient_reaches_query_and_key_weights_through_the_importance():
+    config = agents.build_config("drqv2", **TINY)
+    nets = build_parts(config, PIXEL_SPEC, ACTION_DIM)
+    params = jax.jit(lambda key: init_params(nets, PIXEL_SPEC, ACTION_DIM, key))(
+        jax.random.key(0))
+    group = {"encoder": params["encoder"], "critic": params["critic"]}
+    action = np.random.default_rng(1).uniform(-1, 1, (3, ACTION_DIM)).astype(np.float32)
+    grads = jax.jit(jax.grad(lambda g: losses.drqv2_critic_loss(
+        nets, g, pixels(1), action, jnp.ones(3))[0]))(group)["encoder"]
+    for name in ("query", "key", "value"):
+        assert np.abs(grads["params"][name]["kernel"]).max() > 1e-6, name
+    for value in jax.tree.leaves(grads[attention.RANDOM_FEATURES]):
+        np.testing.assert_array_equal(value, 0.0)
+    # AttentionAgent's coordinates-only output gives the encoder no gradient at all.
+    coordinates = dataclasses.replace(nets.encoder, output="coordinates")
+    direction = np.random.default_rng(2).normal(size=(3, 2 * TOP_K))
+    grads = jax.jit(jax.grad(lambda v: jnp.sum(direction * coordinates.apply(v, pixels(1)))))(
+        params["encoder"])
+    for name in ("query", "key", "value"):
+        np.testing.assert_array_equal(grads["params"][name]["kernel"], 0.0)
+
+
+def test_random_projections_live_in_the_state_and_the_target_encoder_copies_them():
+    agent = agents.make("drq", PIXEL_SPEC, ACTION_SPEC, **TINY)   # with a target encoder
+    state = agent.init(jax.random.key(0))
+    rng = np.random.default_rng(2)
+    batch = Batch(pixels(3), rng.uniform(-1, 1, (3, ACTION_DIM)).astype(np.float32),
+                  np.ones(3, np.float32), np.full(3, 0.9, np.float32), pixels(4))
+    new_state, _ = jax.jit(agent.update)(state, batch, jax.random.key(1))
+    old = state.params["encoder"][attention.RANDOM_FEATURES]
+    assert old["omega"].shape == (16, 4) and old["lambda"].shape == (4, 4)
+    # Zero gradients: Adam leaves them exactly as drawn, and the target holds the same.
+    for params in (new_state.params, new_state.target_params):
+        jax.tree.map(np.testing.assert_array_equal,
+                     params["encoder"][attention.RANDOM_FEATURES], old)
+    assert not np.array_equal(state.params["encoder"]["params"]["query"]["kernel"],
+                              new_state.params["encoder"]["params"]["query"]["kernel"])
+
+
+def test_redraw_every_update_draws_fresh_projections_that_the_target_copies():
+    config = agents.build_config("drq", ia_redraw="every_update", **TINY)
+    setup = UpdateSetup(config, None, None, PIXEL_SPEC, ACTION_DIM, None)
+    omega = attention.gaussian_projection(jax.random.key(0), 16, 4)
+    encoder = {"params": {"w": jnp.ones(2)},
+               attention.RANDOM_FEATURES: {"omega": omega, "lambda": omega[:4]}}
+    params = steps.redraw_step(setup, {"encoder": encoder}, jax.random.key(5))
+    fresh = params["encoder"][attention.RANDOM_FEATURES]
+    assert fresh["omega"].shape == (16, 4) and fresh["lambda"].shape == (4, 4)
+    assert not np.allclose(fresh["omega"], omega) and not np.allclose(fresh["lambda"], omega[:4])
+    # Orthogonal as configured: each block of 4 rows is orthogonal.
+    gram = fresh["omega"][:4] @ fresh["omega"][:4].T
+    np.testing.assert_allclose(gram - np.diag(np.diag(gram)), 0, atol=1e-5)
+    target = steps.target_step(config, jnp.ones((), jnp.int32), {"encoder": encoder}, params)
+    jax.tree.map(np.testing.assert_array_equal, target["encoder"][attention.RANDOM_FEATURES],
+                 fresh)
+    np.testing.assert_array_equal(target["encoder"]["params"]["w"], 1.0)
+    never = dataclasses.replace(setup, config=config.replace(ia_redraw="never"))
+    assert steps.redraw_step(never, {"encoder": encoder}, jax.random.key(5))["encoder"] \
+        is encoder
+
+
+def test_config_refuses_attention_nonsense_with_a_message():
+    with pytest.raises(ValueError, match="limited to N <= 2304 tokens"):
+        agents.build_config("iap", ia_kernel="exact", image_size=84)
+    agents.build_config("iap", ia_kernel="exact", image_size=48)
+    agents.build_config("iap", ia_kernel="exact", image_size=84, ia_patch=2, ia_stride=2)
+    with pytest.raises(ValueError, match="lix=True needs conv feature maps"):
+        agents.build_config("alix", encoder="attention")
+    with pytest.raises(ValueError, match="more than the 100 patch tokens"):
+        agents.build_config("iap", image_size=10, ia_top_k=101)
+    with pytest.raises(ValueError, match="ia_kernel='favor' is not valid; choose one of"):
+        agents.build_config("iap", ia_kernel="favor")
