@@ -28,6 +28,9 @@ OUTPUTS = ("topk_scaled", "coordinates")
 # negative or zero, and positive features can underflow (spec §5: clamp D >= eps).
 MIN_NORMALISER = 1e-6
 RANDOM_FEATURES = "random_features"     # the flax collection that holds Omega and Lambda
+# Images whose importance is computed at once (AttentionEncoder.importance): bounds the
+# memory of the [images, N, r] random features (at 84px, r = 256: 58 MiB per image).
+IMPORTANCE_CHUNK = 16
 
 
 def gaussian_projection(key: jax.Array, num_features: int, dim: int,
@@ -251,11 +254,20 @@ class AttentionEncoder(nn.Module):
         return sg(draw("omega", self.num_features)), sg(draw("lambda", self.angular_features))
 
     def importance(self, q: jnp.ndarray, k: jnp.ndarray) -> jnp.ndarray:
-        """Scaled q, k [B, N, qk_dim] -> importance [B, N], summing to N over tokens."""
+        """Scaled q, k [B, N, qk_dim] -> importance [B, N], summing to N over tokens.
+
+        Computed IMPORTANCE_CHUNK images at a time, and recomputed in the backward pass
+        (`jax.checkpoint`) instead of stored: the random features [chunk, N, r] are the
+        largest arrays, and only one chunk's exist at a time."""
         omega, lam = self.random_projections()
-        if self.kernel == "exact":
-            return exact_importance(q, k)
-        return implicit_importance(*attention_features(q, k, omega, lam, self.kernel))
+
+        @jax.checkpoint
+        def one_chunk(qk: tuple[jnp.ndarray, jnp.ndarray]) -> jnp.ndarray:
+            if self.kernel == "exact":
+                return exact_importance(*qk)
+            return implicit_importance(*attention_features(*qk, omega, lam, self.kernel))
+
+        return jax.lax.map(one_chunk, (q, k), batch_size=min(IMPORTANCE_CHUNK, q.shape[0]))
 
     @nn.compact
     def __call__(self, obs: jnp.ndarray, lix_context: LixContext | None = None) -> jnp.ndarray:
