@@ -188,6 +188,33 @@ def test_stabilising_shifts_cancel_in_the_importance(kernel):
                                    rtol=1e-9)
 
 
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rho of two [N] vectors without ties."""
+    return float(np.corrcoef(np.argsort(np.argsort(a)), np.argsort(np.argsort(b)))[0, 1])
+
+
+def test_importance_approaches_exact_attention_as_features_grow():
+    # A light version of results/attention_fidelity.py on random tokens (N = 256, d = 8).
+    rng = np.random.default_rng(4)
+    q, k = rng.normal(size=(2, 256, 8)) * 0.6
+    exact = np.asarray(attention.exact_importance(q, k))
+    top_exact = set(np.argsort(-exact)[:32])
+    correlations, overlaps = [], []
+    for features in (16, 64, 256, 1024):
+        estimate = jax.vmap(lambda key: attention.implicit_importance(
+            *attention.attention_features(q, k, attention.gaussian_projection(
+                key, features, 8), None, "favor_pos")))(
+            jax.random.split(jax.random.key(features), 8))
+        correlations.append(np.mean([rank_correlation(e, exact) for e in np.asarray(estimate)]))
+        overlaps.append(np.mean([len(set(np.argsort(-e)[:32]) & top_exact) / 32
+                                 for e in np.asarray(estimate)]))
+    assert np.all(np.diff(correlations) > 0) and np.all(np.diff(overlaps) > 0), \
+        (correlations, overlaps)
+    # Measured: rho -0.28, -0.08, 0.13, 0.50 and overlap 0.11, 0.21, 0.28, 0.39: FAVOR+ needs
+    # many features for the importance of these fairly peaked attentions (|q| = 1.7).
+    assert correlations[-1] - correlations[0] > 0.5 and overlaps[-1] > 3 * overlaps[0]
+
+
 def test_patch_tokens_and_centres():
     x = np.arange(2 * 5 * 5 * 3, dtype=np.float32).reshape(2, 5, 5, 3)
     tokens, centres = attention.patch_tokens(x, patch=2, stride=3)
@@ -334,5 +361,8 @@ def test_config_refuses_attention_nonsense_with_a_message():
         agents.build_config("alix", encoder="attention")
     with pytest.raises(ValueError, match="more than the 100 patch tokens"):
         agents.build_config("iap", image_size=10, ia_top_k=101)
+    with pytest.raises(ValueError, match="ia_kernel='hybrid' has 4 r .1 \\+ r_lambda. = 17408"):
+        agents.build_config("iap", ia_kernel="hybrid")
+    agents.build_config("iap", ia_kernel="hybrid", ia_features=64)
     with pytest.raises(ValueError, match="ia_kernel='favor' is not valid; choose one of"):
         agents.build_config("iap", ia_kernel="favor")
