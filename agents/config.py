@@ -25,10 +25,6 @@ IA_REDRAWS = ("never", "every_update")
 # encoder='attention' with ia_kernel='exact' builds the [N, N] attention matrix of each image:
 # refused above this many tokens (48px images with 1-pixel patches).
 IA_EXACT_MAX_TOKENS = 2304
-# encoder='attention' with ia_kernel='hybrid' has 4 r (1 + r_lambda) features per token:
-# refused above this many feature values per image (128 MiB in float32; the importance holds
-# 16 images' at once).
-IA_HYBRID_MAX_VALUES = 2 ** 25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -367,12 +363,6 @@ def _attention_errors(config: Config) -> list[str]:
                       f"N <= {IA_EXACT_MAX_TOKENS} tokens (48px at ia_patch=1); these images "
                       f"have N = {tokens}: use a random-feature kernel (favor_pos, favor_hyp, "
                       "trig, hybrid), larger patches or smaller images")
-    hybrid_features = 4 * config.ia_features * (1 + config.ia_angular_features)
-    if config.ia_kernel == "hybrid" and hybrid_features * tokens > IA_HYBRID_MAX_VALUES:
-        errors.append(f"ia_kernel='hybrid' has 4 r (1 + r_lambda) = {hybrid_features} features "
-                      f"per token, {hybrid_features * tokens:,} values per image with N = "
-                      f"{tokens} tokens, above the limit of {IA_HYBRID_MAX_VALUES:,}: lower "
-                      "ia_features or ia_angular_features, or use larger patches")
     return errors
 
 

@@ -7,11 +7,13 @@ Pure functions of the method, each testable alone:
   `trig_features`, `antithetic_features`, and `hybrid_features` (the angular hybrid, as a
   query map Phi and a key map Psi with Phi(x) . Psi(y) = the hybrid estimate), with
   `angular_features` for its coefficient;
-- `implicit_importance`: the column sums of the normalised attention D^-1 Q' K'^T in O(N r),
-  and `exact_importance`, the softmax reference in O(N^2);
+- `implicit_importance`: the column sums of the normalised attention D^-1 Q' K'^T in O(N r)
+  (`hybrid_importance`: the same for the hybrid, its Kronecker features never formed), and
+  `exact_importance`, the softmax reference in O(N^2);
 - `patch_tokens`: pixels -> patch tokens and their centre coordinates.
 `AttentionEncoder` puts them together as a pixelzoo encoder.
 """
+import functools
 import math
 
 import flax.linen as nn
@@ -171,6 +173,36 @@ def implicit_importance(q_features: jnp.ndarray, k_features: jnp.ndarray,
     return jnp.einsum("...nr,...r->...n", k_features, weights)
 
 
+def hybrid_importance(q: jnp.ndarray, k: jnp.ndarray, omega: jnp.ndarray, lam: jnp.ndarray,
+                      min_normaliser: float = MIN_NORMALISER) -> jnp.ndarray:
+    """`implicit_importance` of the hybrid features (`hybrid_features` of stabilised q, k
+    [..., N, D]) without forming their Kronecker parts: [..., N], in O(N r r_lambda) time
+    and O(N (r + r_lambda) + r r_lambda) memory instead of O(N r r_lambda).
+
+    With Phi = [a/sqrt2, b/sqrt2, l (x) a, l (x) b] and Psi = [.., .., l (x) a, -l (x) b]
+    the Kronecker parts of sum_j Psi(k_j) are the [r_lambda, 2r] matrices sum_j l_j a_j^T and
+    sum_j l_j b_j^T, and Phi(q) . that = l^T M a (likewise for w = sum_i Phi(q_i) / D_i).
+    """
+    shift_q = sg(log_feature_scale(q, omega, "hybrid"))
+    shift_k = sg(jnp.max(log_feature_scale(k, omega, "hybrid"), axis=-2, keepdims=True))
+    qa, qb = trig_features(q, omega, shift_q), antithetic_features(q, omega, shift_q)
+    ka, kb = trig_features(k, omega, shift_k), antithetic_features(k, omega, shift_k)
+    ql, kl = angular_features(q, lam), angular_features(k, lam)
+
+    def paired(l, a, b, ma, mb):        # [.., N] = l^T ma a - l^T mb b per token
+        return (jnp.einsum("...nl,...lf,...nf->...n", l, ma, a)
+                - jnp.einsum("...nl,...lf,...nf->...n", l, mb, b))
+
+    outer = functools.partial(jnp.einsum, "...nl,...nf->...lf")
+    normaliser = (0.5 * (qa @ jnp.sum(ka, -2)[..., None] + qb @ jnp.sum(kb, -2)[..., None])[..., 0]
+                  + paired(ql, qa, qb, outer(kl, ka), outer(kl, kb)))
+    inverse = 1.0 / jnp.maximum(normaliser, min_normaliser)
+    wa, wb = (jnp.einsum("...n,...nf->...f", inverse, f) for f in (qa, qb))
+    weighted = ql * inverse[..., None]
+    return (0.5 * (ka @ wa[..., None] + kb @ wb[..., None])[..., 0]
+            + paired(kl, ka, kb, outer(weighted, qa), outer(weighted, qb)))
+
+
 def exact_importance(q: jnp.ndarray, k: jnp.ndarray) -> jnp.ndarray:
     """Column sums of softmax_rows(q k^T), q, k [..., N, D] -> [..., N]: O(N^2) memory."""
     return jnp.sum(jax.nn.softmax(q @ jnp.swapaxes(k, -1, -2), axis=-1), axis=-2)
@@ -265,6 +297,8 @@ class AttentionEncoder(nn.Module):
         def one_chunk(qk: tuple[jnp.ndarray, jnp.ndarray]) -> jnp.ndarray:
             if self.kernel == "exact":
                 return exact_importance(*qk)
+            if self.kernel == "hybrid":
+                return hybrid_importance(*qk, omega, lam)
             return implicit_importance(*attention_features(*qk, omega, lam, self.kernel))
 
         return jax.lax.map(one_chunk, (q, k), batch_size=min(IMPORTANCE_CHUNK, q.shape[0]))
