@@ -177,8 +177,9 @@ def test_stabilising_shifts_cancel_in_the_importance(kernel):
         q, k = rng.normal(size=(2, 30, 8)) * 0.8
         omega = attention.gaussian_projection(jax.random.key(0), 24, 8)
         lam = attention.gaussian_projection(jax.random.key(1), 4, 8)
-        stabilised = attention.implicit_importance(
-            *attention.attention_features(q, k, omega, lam, kernel), min_normaliser=-np.inf)
+        stabilised = jax.jit(lambda q, k: attention.implicit_importance(
+            *attention.attention_features(q, k, omega, lam, kernel), min_normaliser=-np.inf))(
+            q, k)
         if kernel == "hybrid":
             raw = (attention.hybrid_features(q, omega, lam, False),
                    attention.hybrid_features(k, omega, lam, True))
@@ -200,11 +201,13 @@ def test_importance_approaches_exact_attention_as_features_grow():
     exact = np.asarray(attention.exact_importance(q, k))
     top_exact = set(np.argsort(-exact)[:32])
     correlations, overlaps = [], []
+    @functools.partial(jax.jit, static_argnums=0)
+    def estimates(features: int, keys: jax.Array) -> jax.Array:       # [draws, N]
+        return jax.vmap(lambda key: attention.implicit_importance(*attention.attention_features(
+            q, k, attention.gaussian_projection(key, features, 8), None, "favor_pos")))(keys)
+
     for features in (16, 64, 256, 1024):
-        estimate = jax.vmap(lambda key: attention.implicit_importance(
-            *attention.attention_features(q, k, attention.gaussian_projection(
-                key, features, 8), None, "favor_pos")))(
-            jax.random.split(jax.random.key(features), 8))
+        estimate = estimates(features, jax.random.split(jax.random.key(features), 8))
         correlations.append(np.mean([rank_correlation(e, exact) for e in np.asarray(estimate)]))
         overlaps.append(np.mean([len(set(np.argsort(-e)[:32]) & top_exact) / 32
                                  for e in np.asarray(estimate)]))
@@ -324,8 +327,8 @@ def test_critic_gradient_reaches_query_and_key_weights_through_the_importance():
         np.testing.assert_array_equal(grads["params"][name]["kernel"], 0.0)
 
 
-def test_random_projections_live_in_the_state_and_the_target_encoder_copies_them():
-    agent = agents.make("drq", PIXEL_SPEC, ACTION_SPEC, **TINY)   # with a target encoder
+def test_random_projections_live_in_the_state_and_an_update_leaves_them_exactly():
+    agent = agents.make("iap", PIXEL_SPEC, ACTION_SPEC, aug="none", **TINY)
     state = agent.init(jax.random.key(0))
     rng = np.random.default_rng(2)
     batch = Batch(pixels(3), rng.uniform(-1, 1, (3, ACTION_DIM)).astype(np.float32),
@@ -333,10 +336,10 @@ def test_random_projections_live_in_the_state_and_the_target_encoder_copies_them
     new_state, _ = jax.jit(agent.update)(state, batch, jax.random.key(1))
     old = state.params["encoder"][attention.RANDOM_FEATURES]
     assert old["omega"].shape == (16, 4) and old["lambda"].shape == (4, 4)
-    # Zero gradients: Adam leaves them exactly as drawn, and the target holds the same.
-    for params in (new_state.params, new_state.target_params):
-        jax.tree.map(np.testing.assert_array_equal,
-                     params["encoder"][attention.RANDOM_FEATURES], old)
+    # Zero gradients: Adam leaves them exactly as drawn (a target encoder copies them:
+    # test_redraw_every_update_draws_fresh_projections_that_the_target_copies).
+    jax.tree.map(np.testing.assert_array_equal,
+                 new_state.params["encoder"][attention.RANDOM_FEATURES], old)
     assert not np.array_equal(state.params["encoder"]["params"]["query"]["kernel"],
                               new_state.params["encoder"]["params"]["query"]["kernel"])
 
@@ -361,6 +364,13 @@ def test_redraw_every_update_draws_fresh_projections_that_the_target_copies():
     never = dataclasses.replace(setup, config=config.replace(ia_redraw="never"))
     assert steps.redraw_step(never, {"encoder": encoder}, jax.random.key(5))["encoder"] \
         is encoder
+    # Without redraws the target's projections are the online ones exactly, where Polyak
+    # averaging would leave them off by rounding.
+    stale = {"encoder": {**encoder, attention.RANDOM_FEATURES: fresh}}
+    target = steps.target_step(never.config, jnp.zeros((), jnp.int32), stale,
+                               {"encoder": encoder})
+    jax.tree.map(np.testing.assert_array_equal, target["encoder"][attention.RANDOM_FEATURES],
+                 encoder[attention.RANDOM_FEATURES])
 
 
 def test_config_refuses_attention_nonsense_with_a_message():
