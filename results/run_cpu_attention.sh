@@ -5,6 +5,7 @@
 # results/run_cpu_seer.sh's recipe: 24px cartpole_balance, action repeat 4, one update per
 # agent step, batch 128, 256-unit MLPs, lr 3e-4, exploration std over 5000 agent steps,
 # 2 seeds (--num_seeds=2, vmapped), 20k frames, evaluated every 2000 frames (5 episodes).
+# 64 features, not the preset's 256, for CPU time.
 # The conv baseline is results/cpu_seer/drqv2-cartpole_balance-1-2 (the same command with the
 # conv encoder; CONV=1 reruns it here).
 set -euo pipefail
@@ -20,6 +21,5 @@ if [[ "${CONV:-0}" == 1 ]]; then
   python -m pixelzoo.launch.train --agent=drqv2 \
     --workdir=results/cpu_attention/drqv2-cartpole_balance-1-2 "${COMMON[@]}"
 fi
-mkdir -p results/cpu_attention/compare
-cp -r results/cpu_seer/drqv2-cartpole_balance-1-2 results/cpu_attention/compare/ 2>/dev/null || true
-python -m pixelzoo.launch.plot results/cpu_attention --out=results/cpu_attention/plots
+python -m pixelzoo.launch.plot results/cpu_attention results/cpu_seer/drqv2-cartpole_balance-1-2 \
+  --out=results/cpu_attention/plots
