@@ -13,13 +13,18 @@ import difflib
 import json
 from typing import Any, Mapping
 
-from pixelzoo.networks import min_image_size
+from pixelzoo.networks import min_image_size, num_tokens
+from pixelzoo.networks.attention import KERNELS as IA_KERNELS, OUTPUTS as IA_OUTPUTS
 
 BASES = ("ddpg", "sac")
 AUGS = ("shift", "none")
 MLPS = ("plain", "d2rl")
 OBS_TYPES = ("pixels", "state")
 REPLAYS = ("host", "device")
+IA_REDRAWS = ("never", "every_update")
+# encoder='attention' with ia_kernel='exact' builds the [N, N] attention matrix of each image:
+# refused above this many tokens (48px images with 1-pixel patches).
+IA_EXACT_MAX_TOKENS = 2304
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +33,8 @@ class Config:
 
     # Agent parts.
     base: str = "ddpg"                  # ddpg (DrQ-v2) or sac (DrQ)
-    encoder: str = "conv"               # conv, or flare (per-frame latents and their flow)
+    encoder: str = "conv"               # conv, flare (per-frame latents and their flow), or
+                                        # attention (implicit-attention bottleneck, ia_*)
     actor: str = "auto"                 # auto: the base's own (ddpg: deterministic, sac:
                                         # tanh_gaussian), or a registered actor kind
     aug: str = "shift"                  # random shift (pad 4, edge replicate) or none
@@ -90,6 +96,24 @@ class Config:
     # for t < optimism_decay_steps agent steps (optimism_shift <= 0; 0 turns it off).
     optimism_shift: float = 0.0
     optimism_decay_steps: int = 1
+    # Implicit attention (encoder='attention'): patch tokens (ia_patch px every ia_stride px),
+    # importance = column sums of softmax(q k^T / sqrt(ia_qk_dim)) estimated by ia_kernel
+    # (exact, favor_pos, favor_hyp, trig, hybrid) with ia_features random features
+    # (ia_angular_features for the hybrid's angular weight), orthogonal or i.i.d.; the top
+    # ia_top_k tokens pass on as [centre, importance * value] (ia_output='topk_scaled') or
+    # their centres only ('coordinates'). ia_redraw: never, or every_update (fresh Omega,
+    # Lambda after each update).
+    ia_patch: int = 1
+    ia_stride: int = 1
+    ia_qk_dim: int = 16
+    ia_value_dim: int = 32
+    ia_top_k: int = 32
+    ia_kernel: str = "favor_pos"
+    ia_features: int = 256
+    ia_angular_features: int = 16
+    ia_orthogonal: bool = True
+    ia_redraw: str = "never"
+    ia_output: str = "topk_scaled"
     # SEER (stored embeddings): at seer_freeze_frames (0 = never) everything up to the
     # low-dimensional feature freezes, the replay becomes one of stored latents
     # (seer_num_copies randomly shifted copies per observation), and updates train the heads.
@@ -167,6 +191,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         nstep=1, update_every_steps=1, actor_update_every=2, target_update_every=2,
         replay_capacity=100_000, num_seed_frames=1000 * 2, action_repeat=2,
     ),
+    # IAP: DrQ-v2 with the implicit-attention bottleneck over single pixels (pixelzoo's
+    # gradient-trained design: docs/algorithms.md, "Implicit attention").
+    "iap": dict(encoder="attention"),
     # SEER: DrQ-v2 whose encoder and trunks freeze at the authors' DMC freeze point
     # (10k agent steps at action repeat 8 = 80k frames) and train on stored latents.
     "seer": dict(seer_freeze_frames=80_000, seer_num_copies=4),
@@ -214,7 +241,8 @@ def validate(config: Config) -> list[str]:
     errors = _choice_and_type_errors(config)
     if errors:
         return errors
-    return _range_errors(config) + _part_errors(config) + _combination_errors(config)
+    return (_range_errors(config) + _part_errors(config) + _combination_errors(config)
+            + _attention_errors(config))
 
 
 def _choice_and_type_errors(config: Config) -> list[str]:
@@ -224,7 +252,9 @@ def _choice_and_type_errors(config: Config) -> list[str]:
     pixel_encoders = tuple(name for name in parts.ENCODERS if name != "state")
     for field, choices in (("base", BASES), ("encoder", pixel_encoders), ("aug", AUGS),
                            ("actor", ("auto", *parts.ACTORS)), ("critic", tuple(parts.CRITICS)),
-                           ("mlp", MLPS), ("obs_type", OBS_TYPES), ("replay", REPLAYS)):
+                           ("mlp", MLPS), ("obs_type", OBS_TYPES), ("replay", REPLAYS),
+                           ("ia_kernel", IA_KERNELS), ("ia_output", IA_OUTPUTS),
+                           ("ia_redraw", IA_REDRAWS)):
         if getattr(config, field) not in choices:
             errors.append(_choice_error(field, getattr(config, field), choices))
     for name in FIELD_NAMES:
@@ -244,7 +274,8 @@ def _range_errors(config: Config) -> list[str]:
                  "target_update_every", "num_critics", "mlp_depth", "replay_capacity",
                  "num_target_augs", "num_q_augs", "eval_every_frames",
                  "checkpoint_every_frames", "log_every_frames", "stddev_steps",
-                 "seer_num_copies", "num_quantiles"):
+                 "seer_num_copies", "num_quantiles", "ia_patch", "ia_stride", "ia_qk_dim", "ia_value_dim",
+                 "ia_top_k", "ia_features", "ia_angular_features"):
         if getattr(config, name) < 1:
             errors.append(f"{name}={getattr(config, name)!r} must be >= 1")
     for name in ("num_seed_frames", "num_eval_episodes", "stddev_final", "stddev_clip",
@@ -267,7 +298,8 @@ def _range_errors(config: Config) -> list[str]:
         errors.append(f"lix_init={config.lix_init!r} must be in [0, 1]")
     if not 0 <= config.lix_b1 < 1 or not 0 <= config.gpl_beta_b1 < 1:
         errors.append("lix_b1 and gpl_beta_b1 must be in [0, 1)")
-    if config.obs_type == "pixels" and config.image_size < min_image_size():
+    if (config.obs_type == "pixels" and config.encoder != "attention"
+            and config.image_size < min_image_size()):
         errors.append(f"image_size={config.image_size} is too small for the conv encoder; "
                       f"allowed range: image_size >= {min_image_size()}")
     return errors
@@ -300,7 +332,8 @@ def _combination_errors(config: Config) -> list[str]:
         errors.append(f"aug={config.aug!r} needs pixel observations; use aug='none' with "
                       "obs_type='state'")
     if config.obs_type == "state" and (config.lix or config.encoder != "conv"):
-        errors.append("lix and encoder='flare' need pixel observations (obs_type='pixels')")
+        errors.append(f"lix and encoder={config.encoder!r} need pixel observations "
+                      "(obs_type='pixels')")
     if config.lix and config.base != "ddpg":
         errors.append("lix=True is implemented on the ddpg base (DrQ-v2, as in A-LIX); "
                       "base='sac' with LIX layers is not available yet")
@@ -314,6 +347,33 @@ def _combination_errors(config: Config) -> list[str]:
                       "none to freeze (use obs_type='pixels' or seer_freeze_frames=0)")
     if config.encoder == "flare" and config.frame_stack < 2:
         errors.append("encoder='flare' needs frame_stack >= 2 (it encodes frame differences)")
+    return errors
+
+
+def _attention_errors(config: Config) -> list[str]:
+    """What encoder='attention' refuses: LIX layers (it has no conv feature maps), patches
+    larger than the image, top K above the tokens, the exact kernel on many tokens."""
+    if config.encoder != "attention" or config.obs_type != "pixels" or config.ia_patch < 1 \
+            or config.ia_stride < 1:
+        return []
+    errors = []
+    if config.lix:
+        errors.append("lix=True needs conv feature maps; encoder='attention' has none (use "
+                      "encoder='conv' or lix=False)")
+    if config.ia_patch > config.image_size:
+        errors.append(f"ia_patch={config.ia_patch} is larger than image_size="
+                      f"{config.image_size}")
+        return errors
+    tokens = num_tokens(config.image_size, config.ia_patch, config.ia_stride)
+    if config.ia_top_k > tokens:
+        errors.append(f"ia_top_k={config.ia_top_k} is more than the {tokens} patch tokens of "
+                      f"{config.image_size}px images (ia_patch={config.ia_patch}, "
+                      f"ia_stride={config.ia_stride})")
+    if config.ia_kernel == "exact" and tokens > IA_EXACT_MAX_TOKENS:
+        errors.append(f"ia_kernel='exact' builds a [N, N] matrix per image and is limited to "
+                      f"N <= {IA_EXACT_MAX_TOKENS} tokens (48px at ia_patch=1); these images "
+                      f"have N = {tokens}: use a random-feature kernel (favor_pos, favor_hyp, "
+                      "trig, hybrid), larger patches or smaller images")
     return errors
 
 
