@@ -274,8 +274,8 @@ def _range_errors(config: Config) -> list[str]:
                  "target_update_every", "num_critics", "mlp_depth", "replay_capacity",
                  "num_target_augs", "num_q_augs", "eval_every_frames",
                  "checkpoint_every_frames", "log_every_frames", "stddev_steps",
-                 "seer_num_copies", "num_quantiles", "ia_patch", "ia_stride", "ia_qk_dim", "ia_value_dim",
-                 "ia_top_k", "ia_features", "ia_angular_features"):
+                 "seer_num_copies", "num_quantiles", "ia_patch", "ia_stride", "ia_qk_dim",
+                 "ia_value_dim", "ia_top_k", "ia_features", "ia_angular_features"):
         if getattr(config, name) < 1:
             errors.append(f"{name}={getattr(config, name)!r} must be >= 1")
     for name in ("num_seed_frames", "num_eval_episodes", "stddev_final", "stddev_clip",
