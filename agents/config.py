@@ -87,7 +87,9 @@ class Config:
     optimism_decay_steps: int = 1
     # SSPG's reasoning-chain actor (actor='rmc'; docs/algorithms.md, SSPG).
     sspg_num_chains: int = 64           # M parallel chains for acting (per chain set)
-    sspg_max_steps: int = 16            # most reasoning steps of a chain (acting, training)
+    sspg_max_steps: int = 16            # most reasoning steps of an acting chain
+    sspg_train_max_steps: int = 16      # steps the update's chains run, masked to the first
+                                        # L = ceil(m) (a speed knob: L is clipped to it)
     sspg_rhat_threshold: float = 1.1    # acting stops once Gelman-Rubin R-hat < this
     sspg_init_steps: float = 4.0        # initial running average of reasoning steps
     sspg_ema_decay: float = 0.99        # decay of that running average
@@ -301,7 +303,8 @@ def _range_errors(config: Config) -> list[str]:
 def _sspg_range_errors(config: Config) -> list[str]:
     """The rmc actor's numbers outside their range."""
     errors = []
-    for name, low in (("sspg_num_chains", 2), ("sspg_max_steps", 2), ("sspg_explore_steps", 1)):
+    for name, low in (("sspg_num_chains", 2), ("sspg_max_steps", 2), ("sspg_explore_steps", 1),
+                      ("sspg_train_max_steps", 1)):
         if getattr(config, name) < low:
             errors.append(f"{name}={getattr(config, name)!r} must be >= {low}")
     if config.sspg_chain_backprop < 0:

@@ -20,7 +20,7 @@ from pixelzoo.launch.checkpointing import RunCheckpointer
 OBS_SPEC = specs.Array((5,), np.float32, "obs")
 ACTION_SPEC = specs.BoundedArray((2,), np.float32, -1.0, 1.0)
 TINY = dict(obs_type="state", hidden_dim=32, feature_dim=8, batch_size=8, sspg_num_chains=8,
-            sspg_max_steps=6)
+            sspg_max_steps=6, sspg_train_max_steps=6)
 
 
 # ----------------------------------------------------------------------------- numpy ports
