@@ -222,7 +222,7 @@ def test_parameter_gradient_flows_through_the_first_two_transitions_only():
 @pytest.fixture(scope="module")
 def sspg_agent():
     agent = agents.make("sspg", OBS_SPEC, ACTION_SPEC, **TINY)
-    return agent, agent.init(jax.random.key(0))
+    return agent, jax.jit(agent.init)(jax.random.key(0))
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +277,7 @@ def test_chain_sets_persist_across_calls_and_are_separate(sspg_agent, act_fn):
 
 def test_vmapped_seeds_act_independently(sspg_agent, act_fn):
     agent, state = sspg_agent
-    other = agent.init(jax.random.key(1))
+    other = jax.jit(agent.init)(jax.random.key(1))
     obs = jnp.stack([jnp.ones((1, 5)), -jnp.ones((1, 5))])
     keys = jax.random.split(jax.random.key(2), 2)
     both = jax.tree.map(lambda a, b: jnp.stack([a, b]), state, other)
