@@ -15,7 +15,7 @@ FRAMES="${NUM_FRAMES:-100000}"
 EXTRA_sspg="--config.sspg_train_max_steps=6"
 EXTRA_drq=""
 for agent in ${AGENTS:-sspg drq}; do
-  EXTRA_NAME="EXTRA_$agent"; EXTRA="${!EXTRA_NAME}"
+  EXTRA_NAME="EXTRA_$agent"; EXTRA="${!EXTRA_NAME:-}"
   python -m pixelzoo.launch.train --agent="$agent" --task=cartpole_swingup --seed=1 \
     --num_seeds=3 --num_frames="$FRAMES" --workdir="results/sspg/state_cartpole_swingup/$agent" \
     --config.obs_type=state --config.hidden_dim=256 --config.eval_every_frames=10000 \
