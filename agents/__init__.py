@@ -10,7 +10,9 @@ from dm_env import specs
 import functools
 
 from pixelzoo.agents import actors, critics, ddpg, sac, seer  # actors, critics: register kinds
-from pixelzoo.agents.common import Agent, AgentState, UpdateSetup, act, init_state, make_setup
+from pixelzoo.agents import rmc  # registers the rmc actor kind (SSPG)
+from pixelzoo.agents.common import (Agent, AgentState, UpdateSetup, act, act_and_update,
+                                    after_uniform_action, init_state, make_setup)
 from pixelzoo.agents.config import FIELD_NAMES, PRESETS, Config, build_config, task_overrides, validate
 from pixelzoo.agents.learner import Learner, fuse_updates, make_mesh, make_seed_mesh
 from pixelzoo.agents.parts import (ActorKind, CriticKind, CriticStepResult, register_actor,
@@ -47,11 +49,14 @@ def make_from_config(name: str, config: Config, obs_spec: specs.Array,
     if len(action_spec.shape) != 1:
         raise ValueError(f"action_spec must be a vector [A], got shape {action_spec.shape}")
     setup = make_setup(config, obs_spec, int(action_spec.shape[0]))
-    update = BASES[config.base]
+    update = setup.nets.actor_kind.update or BASES[config.base]
+    stateful = setup.nets.actor_kind.act_and_update is not None
     return Agent(name=name, config=config, obs_spec=obs_spec, action_spec=action_spec,
                  init=functools.partial(init_state, setup), act=functools.partial(act, setup),
                  update=functools.partial(update, setup),
-                 seer=seer.seer_parts(setup, update))
+                 seer=seer.seer_parts(setup, update),
+                 act_and_update=functools.partial(act_and_update, setup) if stateful else None,
+                 after_uniform_action=functools.partial(after_uniform_action, setup))
 
 
 __all__ = ["ActorKind", "Agent", "AgentState", "BASES", "Config", "CriticKind", "CriticStepResult",

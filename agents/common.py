@@ -36,12 +36,15 @@ class AgentState:
         'critic' and 'actor' are optax.multi_transform states whose frozen leaves take
         set_to_zero (agents/seer.py).
     update_step: int32 scalar, number of updates done so far.
+    acting: what the actor kind carries from one act call to the next ({} for stateless
+        actors; SSPG: its exploration and evaluation chains and its steps average).
     """
 
     params: dict
     target_params: dict
     opt_states: dict
     update_step: jnp.ndarray
+    acting: dict = flax.struct.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +74,11 @@ class Agent:
 
     init(key) -> state
     act(state, obs [B, ...], key, eval_mode=False) -> actions float32 [B, A] in [-1, 1]
+    act_and_update(state, obs [1, ...], key, eval_mode=False) -> (actions [1, A], acting):
+        the same actions and the new `state.acting` (what the actor carries from one act
+        call to the next, e.g. SSPG's chains; {} for stateless actors)
+    after_uniform_action(state) -> state: the state after the launcher acted uniformly
+        at random in its place (the seed steps)
     update(state, batch, key) -> (state, metrics: dict of float32 scalars)
     """
 
@@ -82,6 +90,13 @@ class Agent:
     act: Callable[..., jnp.ndarray]
     update: Callable[[AgentState, Batch, jax.Array], tuple[AgentState, Metrics]]
     seer: SeerParts | None = None    # the SEER functions, on bases that support them
+    act_and_update: Callable[..., tuple[jnp.ndarray, dict]] | None = None
+    after_uniform_action: Callable[[AgentState], AgentState] = lambda state: state
+
+    @property
+    def stateful_acting(self) -> bool:
+        """Whether act changes the agent state (its `acting` part)."""
+        return self.act_and_update is not None
 
     @property
     def action_dim(self) -> int:
@@ -97,7 +112,11 @@ def polyak(target: Params, online: Params, tau: float) -> Params:
 # step reports NaN for its metrics, and every mean over updates (fuse_updates, the launcher's
 # logs) leaves it out: see `mean_over_updates`.
 METRIC_GATES = {"actor_loss": "actor_updated", "alpha_loss": "actor_updated",
-                "entropy": "actor_updated"}
+                "entropy": "actor_updated",
+                # SSPG: the acting calls since the previous update (none within fused ones).
+                "reasoning_steps_mean": "acted_since_update",
+                "reasoning_steps_max": "acted_since_update",
+                "rhat_at_stop_mean": "acted_since_update"}
 
 
 def gated_step(run: jnp.ndarray, step: Callable[[], tuple[Any, Metrics]], unchanged: Any,
@@ -218,11 +237,41 @@ def exploration(config: Config, update_step: jnp.ndarray) -> Exploration:
     return Exploration(std, config.stddev_clip)
 
 
+def act_and_update(setup: UpdateSetup, state: AgentState, obs: jnp.ndarray, key: jax.Array,
+                   eval_mode: bool = False) -> tuple[jnp.ndarray, dict]:
+    """(actions [1, A], new acting state) for one observation obs [1, ...], by an actor
+    kind that carries acting state (its `act_and_update`); a stateless kind's `act` and
+    the unchanged acting state otherwise."""
+    kind = setup.nets.actor_kind
+    if kind.act_and_update is None:
+        return act(setup, state, obs, key, eval_mode), state.acting
+    check_obs(obs, setup.obs_spec)
+    if obs.shape[0] != 1:
+        raise ValueError(f"act_and_update takes one observation [1, ...] per agent (its "
+                         f"acting state is one agent's), got a batch of {obs.shape[0]}")
+    features = setup.nets.encoder.apply(state.params["encoder"], obs)
+    return kind.act_and_update(setup, state, features, key, eval_mode)
+
+
+def after_uniform_action(setup: UpdateSetup, state: AgentState) -> AgentState:
+    """The state after the launcher took a uniform random action in the agent's place."""
+    update = setup.nets.actor_kind.after_uniform_action
+    if update is None:
+        return state
+    return state.replace(acting=update(setup.config, state.acting))
+
+
 def act(setup: UpdateSetup, state: AgentState, obs: jnp.ndarray, key: jax.Array,
         eval_mode: bool = False) -> jnp.ndarray:
-    """Actions [B, A] in [-1, 1] for obs [B, ...], by the actor kind's rule."""
+    """Actions [B, A] in [-1, 1] for obs [B, ...], by the actor kind's rule. An actor with
+    acting state acts on each row from the state's acting state (not updated: see
+    `act_and_update`)."""
     check_obs(obs, setup.obs_spec)
     nets = setup.nets
+    if nets.actor_kind.act_and_update is not None:
+        rows = jax.vmap(lambda row, row_key: act_and_update(
+            setup, state, row[None], row_key, eval_mode)[0][0])
+        return rows(obs, jax.random.split(key, obs.shape[0]))
     features = nets.encoder.apply(state.params["encoder"], obs)
     return nets.actor_kind.act(nets.actor, state.params["actor"], features, key, eval_mode,
                                exploration(setup.config, state.update_step))
@@ -249,8 +298,10 @@ def init_state(setup: UpdateSetup, key: jax.Array) -> AgentState:
     target_params = {"critic": params["critic"]}
     if config.target_encoder:
         target_params["encoder"] = params["encoder"]
+    acting = setup.nets.actor_kind.init_acting(config, setup.action_dim,
+                                               jax.random.fold_in(key, 1))
     return AgentState(params=params, target_params=target_params, opt_states=opt_states,
-                      update_step=jnp.zeros((), jnp.int32))
+                      update_step=jnp.zeros((), jnp.int32), acting=acting)
 
 
 def check_obs(obs: jnp.ndarray, obs_spec: specs.Array, name: str = "obs") -> None:

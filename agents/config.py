@@ -114,6 +114,25 @@ class Config:
     ia_orthogonal: bool = True
     ia_redraw: str = "never"
     ia_output: str = "topk_scaled"
+    # SSPG's reasoning-chain actor (actor='rmc'; docs/algorithms.md, SSPG).
+    sspg_num_chains: int = 64           # M parallel chains for acting (per chain set)
+    sspg_max_steps: int = 16            # most reasoning steps of an acting chain
+    sspg_train_max_steps: int = 16      # steps the update's chains run, masked to the first
+                                        # L = ceil(m) (a speed knob: L is clipped to it)
+    sspg_rhat_threshold: float = 1.1    # acting stops once Gelman-Rubin R-hat < this
+    sspg_init_steps: float = 4.0        # initial running average of reasoning steps
+    sspg_ema_decay: float = 0.99        # decay of that running average
+    sspg_explore_steps: int = 4         # 'released': the fixed exploration chain's length
+    sspg_chain_backprop: int = 2        # parameter gradients through the first this many
+                                        # transitions of a training chain
+    sspg_act_mode: str = "released"     # released (DMC code: fixed-length exploration
+                                        # chain, adaptive unroll measured) or adaptive
+    sspg_eval: str = "argmax_q"         # argmax_q (best chain sample by the critic) or
+                                        # random_chain (a random chain's final state)
+    # Temperature target entropy of the rmc actor's update: A * linear(start -> end over
+    # stddev_steps agent steps), per action dimension (-1, -1: SAC's -A).
+    target_entropy_start: float = -1.0
+    target_entropy_end: float = -1.0
     # SEER (stored embeddings): at seer_freeze_frames (0 = never) everything up to the
     # low-dimensional feature freezes, the replay becomes one of stored latents
     # (seer_num_copies randomly shifted copies per observation), and updates train the heads.
@@ -194,6 +213,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # IAP: DrQ-v2 with the implicit-attention bottleneck over single pixels (pixelzoo's
     # gradient-trained design: docs/algorithms.md, "Implicit attention").
     "iap": dict(encoder="attention"),
+    # SSPG: the reasoning-chain actor on a DrQ-v2-style SAC (one shift, no target encoder,
+    # n-step 3, lr 1e-4), two GPL critics with beta fixed at 0.75 (released pixel recipe).
+    "sspg": dict(
+        base="sac", actor="rmc", critic="gpl", num_critics=2, gpl_beta_init=0.75,
+        gpl_learn_beta=False, num_target_augs=1, num_q_augs=1, target_encoder=False,
+        centered_pixels=True, lr=1e-4, batch_size=256, nstep=3, update_every_steps=2,
+        actor_update_every=1, target_update_every=1, tau=0.01, init_temperature=0.1,
+        target_entropy_start=0.5, target_entropy_end=-1.0, num_seed_frames=4000,
+    ),
     # SEER: DrQ-v2 whose encoder and trunks freeze at the authors' DMC freeze point
     # (10k agent steps at action repeat 8 = 80k frames) and train on stored latents.
     "seer": dict(seer_freeze_frames=80_000, seer_num_copies=4),
@@ -207,6 +235,11 @@ DRQ_PLANET_ACTION_REPEAT = {"cartpole_swingup": 8, "finger_spin": 2, "walker_wal
                             "cheetah_run": 4, "reacher_easy": 4, "cup_catch": 4,
                             "ball_in_cup_catch": 4}
 DRQ_DEFAULT_ACTION_REPEAT = 2
+# Presets on the sac base that take DrQ-v2's per-task recipe (its exploration horizon,
+# walker, humanoid, quadruped_run) rather than DrQ's action repeats.
+DRQV2_RECIPE_SAC_PRESETS = ("sspg",)
+SSPG_ACT_MODES = ("released", "adaptive")
+SSPG_EVALS = ("argmax_q", "random_chain")
 
 
 def task_overrides(preset: str, task: str, task_group: str | None) -> dict[str, Any]:
@@ -216,7 +249,7 @@ def task_overrides(preset: str, task: str, task_group: str | None) -> dict[str, 
     """
     base = PRESETS[preset].get("base", "ddpg")
     changes: dict[str, Any] = {}
-    if base == "sac":
+    if base == "sac" and preset not in DRQV2_RECIPE_SAC_PRESETS:
         changes["action_repeat"] = DRQ_PLANET_ACTION_REPEAT.get(task, DRQ_DEFAULT_ACTION_REPEAT)
         # 1000 seed steps (agent steps) in the DrQ recipe, whatever the action repeat.
         changes["num_seed_frames"] = 1000 * changes["action_repeat"]
@@ -254,7 +287,8 @@ def _choice_and_type_errors(config: Config) -> list[str]:
                            ("actor", ("auto", *parts.ACTORS)), ("critic", tuple(parts.CRITICS)),
                            ("mlp", MLPS), ("obs_type", OBS_TYPES), ("replay", REPLAYS),
                            ("ia_kernel", IA_KERNELS), ("ia_output", IA_OUTPUTS),
-                           ("ia_redraw", IA_REDRAWS)):
+                           ("ia_redraw", IA_REDRAWS),
+                           ("sspg_act_mode", SSPG_ACT_MODES), ("sspg_eval", SSPG_EVALS)):
         if getattr(config, field) not in choices:
             errors.append(_choice_error(field, getattr(config, field), choices))
     for name in FIELD_NAMES:
@@ -290,6 +324,7 @@ def _range_errors(config: Config) -> list[str]:
         errors.append(f"discount={config.discount!r} must be in (0, 1]")
     if not 0 < config.tau <= 1:
         errors.append(f"tau={config.tau!r} must be in (0, 1]")
+    errors += _sspg_range_errors(config)
     if config.log_std_min >= config.log_std_max:
         errors.append("log_std_min must be < log_std_max")
     if config.optimism_shift > 0:
@@ -302,6 +337,26 @@ def _range_errors(config: Config) -> list[str]:
             and config.image_size < min_image_size()):
         errors.append(f"image_size={config.image_size} is too small for the conv encoder; "
                       f"allowed range: image_size >= {min_image_size()}")
+    return errors
+
+
+def _sspg_range_errors(config: Config) -> list[str]:
+    """The rmc actor's numbers outside their range."""
+    errors = []
+    for name, low in (("sspg_num_chains", 2), ("sspg_max_steps", 2), ("sspg_explore_steps", 1),
+                      ("sspg_train_max_steps", 1)):
+        if getattr(config, name) < low:
+            errors.append(f"{name}={getattr(config, name)!r} must be >= {low}")
+    if config.sspg_chain_backprop < 0:
+        errors.append(f"sspg_chain_backprop={config.sspg_chain_backprop!r} must be >= 0")
+    if not 0 < config.sspg_ema_decay < 1:
+        errors.append(f"sspg_ema_decay={config.sspg_ema_decay!r} must be in (0, 1)")
+    if config.sspg_rhat_threshold <= 1:
+        errors.append(f"sspg_rhat_threshold={config.sspg_rhat_threshold!r} must be > 1 "
+                      "(R-hat tends to 1 as chains mix)")
+    if not 1 <= config.sspg_init_steps <= config.sspg_max_steps:
+        errors.append(f"sspg_init_steps={config.sspg_init_steps!r} must be in "
+                      f"[1, sspg_max_steps={config.sspg_max_steps}]")
     return errors
 
 
@@ -334,9 +389,13 @@ def _combination_errors(config: Config) -> list[str]:
     if config.obs_type == "state" and (config.lix or config.encoder != "conv"):
         errors.append(f"lix and encoder={config.encoder!r} need pixel observations "
                       "(obs_type='pixels')")
-    if config.lix and config.base != "ddpg":
-        errors.append("lix=True is implemented on the ddpg base (DrQ-v2, as in A-LIX); "
-                      "base='sac' with LIX layers is not available yet")
+    if config.actor == "rmc" and (config.num_target_augs != 1 or config.num_q_augs != 1):
+        errors.append("actor='rmc' trains on one random shift of obs and of next_obs "
+                      "(SSPG's update): set num_target_augs=1 and num_q_augs=1")
+    if config.lix and config.base != "ddpg" and config.actor != "rmc":
+        errors.append("lix=True is implemented on the ddpg base (DrQ-v2, as in A-LIX) and "
+                      "the rmc actor's update; base='sac' with its own actor and LIX layers "
+                      "is not available yet")
     if config.target_encoder and config.base != "sac":
         errors.append("target_encoder=True is part of the sac base (DrQ's target critic holds "
                       "its own encoder copy); the ddpg base (DrQ-v2) encodes next_obs with the "

@@ -36,12 +36,26 @@ class ActorKind:
         log_prob [B]): the reparameterised draw the losses and targets use.
     act(module, params, features [B, D], key, eval_mode, exploration) -> action [B, A].
     bases: the base algorithms it fits ('ddpg', 'sac').
+
+    An actor that carries state from one act call to the next (SSPG's chains) also has:
+    init_acting(config, action_dim, key) -> its initial acting state (a dict of arrays,
+        kept in AgentState.acting; {} for stateless actors);
+    act_and_update(setup, state, features [1, D], key, eval_mode) -> (action [1, A], new
+        acting state); then `act` is not called (agents/common.py, `act_and_update`);
+    after_uniform_action(config, acting) -> acting: what a uniform random action the
+        launcher took instead of the agent's (seed steps) does to the acting state;
+    update(setup, state, batch, key) -> (state, metrics): its own update, made of the
+        base's steps, when its training differs from the base's (None: the base's).
     """
 
     build: Callable[[Config, int, bool, bool], nn.Module]
     sample: Callable[..., tuple[jnp.ndarray, jnp.ndarray]]
     act: Callable[..., jnp.ndarray]
     bases: tuple[str, ...]
+    init_acting: Callable[[Config, int, jax.Array], dict] = lambda config, action_dim, key: {}
+    act_and_update: Callable[..., tuple[jnp.ndarray, dict]] | None = None
+    after_uniform_action: Callable[[Config, dict], dict] | None = None
+    update: Callable[..., tuple[Any, dict]] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -73,7 +73,13 @@ class HeadOf:
     start: int
     stop: int
 
-    def apply(self, params, latents: jnp.ndarray, *args):
+    def apply(self, params, latents: jnp.ndarray, *args, method: str | None = None):
+        """method None: the head on the slice; 'trunk': the slice itself (what the trunk
+        gave when stored); 'head': the head on a trunk output given as it is."""
+        if method == "trunk":
+            return latents[:, self.start:self.stop]
+        if method == "head":
+            return self.module.apply(params, latents, *args, method="head")
         return self.module.apply(params, latents[:, self.start:self.stop], *args,
                                  method="head")
 

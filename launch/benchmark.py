@@ -26,6 +26,10 @@ Prints a table, then one JSON line:
 - update_temp_mib: XLA's scratch memory of the compiled update call (activations,
   gradients, intermediates; `Learner.update_memory`), update_state_mib its arguments
   (state and batch), peak_rss_mib the process's peak resident memory so far.
+- act_ms (--parts=act): median wall time of one exploration act call of one seed on one
+  synthetic observation (jitted, after a compile warm-up), over --act_repeats calls, the
+  acting state carried from call to call (SSPG: 64 chains for k reasoning steps, plus its
+  fixed exploration chain); act_reasoning_steps_mean: the mean k of those calls (SSPG only).
 - replay_bytes_per_transition: ReplayBuffer.nbytes / capacity at this image size.
 - With --parts=seer (any preset on pixels: both bases, ddpg and sac, have SEER), after
   SEER's freeze:
@@ -62,13 +66,14 @@ flags.DEFINE_integer("updates_per_call", 1, "Updates fused into one jitted call.
 flags.DEFINE_integer("num_devices", None, "Devices to train on (default: all).")
 flags.DEFINE_integer("num_seeds", 1, "Seeds of the loop timing (K).")
 flags.DEFINE_list("parts", ["update", "env", "loop"],
-                  "What to time: update, env, loop, and seer (the update and replay after "
+                  "What to time: update, act, env, loop, and seer (the update and replay after "
                   "SEER's freeze, and the loop frozen).")
 flags.DEFINE_integer("seer_num_copies", 4, "SEER: stored copies per observation.")
 flags.DEFINE_integer("warmup", 2, "Untimed update calls (the first compiles).")
 flags.DEFINE_integer("repeats", 5, "Timed update calls.")
 flags.DEFINE_integer("env_steps", 250, "Agent steps of the environment timing.")
 flags.DEFINE_integer("loop_steps", 500, "Agent steps of the training-loop timing.")
+flags.DEFINE_integer("act_repeats", 50, "Timed act calls (--parts=act).")
 
 
 def _config_overrides() -> dict:
@@ -124,6 +129,30 @@ def time_update(agent, num_devices: int | None, init=None) -> dict:
             "update_ms_per_update": round(update_ms / calls, 2),
             "num_devices": learner.num_devices, "device_kind": jax.devices()[0].device_kind,
             "backend": jax.default_backend()}
+
+
+def time_act(agent) -> dict:
+    """act_ms: one exploration act call of one seed on a synthetic observation."""
+    import jax
+    import numpy as np
+    obs = _synthetic_batches(np.random.default_rng(0), agent.obs_spec, agent.action_dim,
+                             (1,)).obs
+    state = agent.init(jax.random.key(0))
+    stateful = agent.stateful_acting
+    act = jax.jit(agent.act_and_update if stateful else agent.act)
+    times = []
+    for i in range(FLAGS.warmup + FLAGS.act_repeats):
+        start = time.perf_counter()
+        result = jax.block_until_ready(act(state, obs, jax.random.key(i)))
+        if i >= FLAGS.warmup:
+            times.append(time.perf_counter() - start)
+        if stateful:
+            state = state.replace(acting=result[1])
+    timing = {"act_ms": round(statistics.median(times) * 1000, 3)}
+    if stateful:
+        timing["act_reasoning_steps_mean"] = round(
+            float(state.acting["window_steps_sum"] / state.acting["window_count"]), 3)
+    return timing
 
 
 def time_env(env) -> dict:
@@ -204,9 +233,10 @@ def checked_spec(seer: bool):
 
 def main(argv: list[str]) -> None:
     del argv
-    unknown = set(FLAGS.parts) - {"update", "env", "loop", "seer"}
+    unknown = set(FLAGS.parts) - {"update", "act", "env", "loop", "seer"}
     if unknown:
-        sys.exit(f"error: unknown --parts {sorted(unknown)}; choose from update, env, loop, seer")
+        sys.exit(f"error: unknown --parts {sorted(unknown)}; choose from update, act, env, "
+                 "loop, seer")
     if FLAGS.obs_type == "pixels":
         envs.ensure_gl_backend()  # before JAX starts its threads (the probe forks)
     from pixelzoo.replay import ReplayBuffer
@@ -225,6 +255,8 @@ def main(argv: list[str]) -> None:
               "updates_per_call": FLAGS.updates_per_call}
     if "update" in FLAGS.parts:
         result.update(time_update(agent, spec.num_devices))
+    if "act" in FLAGS.parts:
+        result.update(time_act(agent))
     if "env" in FLAGS.parts:
         result.update(time_env(env))
     if "loop" in FLAGS.parts:

@@ -86,7 +86,8 @@ def agent_step(run: Run, state: agents.AgentState, step: int, timesteps: list,
     same rate as U = 1). `timer` records the parts' wall times (launch.benchmark)."""
     part = timer or (lambda name: contextlib.nullcontext())
     with part("act"):
-        actions = run.act(state, step, np.stack([t.observation for t in timesteps]))
+        actions, state = run.act_and_update(state, step,
+                                            np.stack([t.observation for t in timesteps]))
     with part("env_step"):
         run.train_pool.step_async(actions)   # the environments step while the learner updates
     if run.update_due(step):

@@ -51,15 +51,23 @@ def evaluate(pool: envs.EnvPool, policy: Callable[[np.ndarray], np.ndarray],
 def evaluation_rows(run: Run, state: agents.AgentState, loop: LoopState, frame: int,
                     on_step: Callable[[int, np.ndarray], None] | None = None) -> list[dict]:
     """eval.csv rows of an evaluation at `frame`, one per seed (on_step: see `evaluate`)."""
+    return evaluate_and_update(run, state, loop, frame, on_step)[0]
+
+
+def evaluate_and_update(run: Run, state: agents.AgentState, loop: LoopState, frame: int,
+                        on_step: Callable[[int, np.ndarray], None] | None = None
+                        ) -> tuple[list[dict], agents.AgentState]:
+    """(`evaluation_rows`, the state after the evaluation): an actor with acting state
+    (SSPG's evaluation chains) carries it on to the next evaluation."""
     video = (os.path.join(run.workdir, "videos", f"eval_{frame}.mp4")
              if run.config.save_video else None)
     if video is not None and not processes.is_primary():
         video = None
-    results = evaluate(run.eval_pool, run.eval_policy(state, loop.step),
-                       run.config.num_eval_episodes, video, on_step)
+    policy = run.eval_policy(state, loop.step)
+    results = evaluate(run.eval_pool, policy, run.config.num_eval_episodes, video, on_step)
     names = ("episode_return", "episode_length")
     gathered = processes.gather({name: np.asarray([r[name] for r in results]) for name in names})
     return [{"frame": frame, "seed": seed, "step": loop.step, "episode": loop.episode,
              "total_time": loop.total_time,
              **{name: float(gathered[name][index]) for name in names}}
-            for index, seed in enumerate(run.seeds)]
+            for index, seed in enumerate(run.seeds)], policy.state

@@ -16,7 +16,7 @@ import jax
 from pixelzoo.agents.learner import SEED_AXIS
 from pixelzoo.launch import processes
 from pixelzoo.launch.driver import Driver
-from pixelzoo.launch.evaluation import evaluation_rows
+from pixelzoo.launch.evaluation import evaluate_and_update
 from pixelzoo.launch.progress import mesh_summary
 from pixelzoo.launch.run import LoopState, Run
 from pixelzoo.launch.run_logs import MetricsWindow, NonFiniteLossError, RunLogs
@@ -109,9 +109,10 @@ def _run_loop(run: Run, logs: RunLogs, state, loop: LoopState, resumed_frame: in
             driver.new_episode()
         if config.num_eval_episodes and (due(config.eval_every_frames, previous_frame, frame)
                                          or frame >= num_frames):
-            logs.evaluation(evaluation_rows(
+            rows, driver.state = evaluate_and_update(
                 run, driver.state, loop, frame,
-                logs.progress.evaluating(frame, config.num_eval_episodes)))
+                logs.progress.evaluating(frame, config.num_eval_episodes))
+            logs.evaluation(rows)
         if due(config.log_every_frames, previous_frame, frame) and frame > 0:
             logs.interval(frame, driver.metrics.interval_means())
         if frame >= num_frames:

@@ -11,7 +11,6 @@ over a (seed, data) device mesh (`agents.make_seed_mesh`), K environments and re
 import dataclasses
 import functools
 import os
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -67,6 +66,28 @@ def _local_gpu_count() -> int:
 def fold_keys(keys: jax.Array, step: int) -> jax.Array:
     """[K] key data, agent step -> [K] keys of that step."""
     return jax.vmap(jax.random.fold_in, in_axes=(0, None))(jax.random.wrap_key_data(keys), step)
+
+
+class EvalPolicy:
+    """A run's evaluation policy from `state` at agent step `step`: observations
+    [K_local, ...] -> actions [K_local, A]. An actor with acting state (SSPG's evaluation
+    chains) updates `self.state` at every call and draws call i's keys from the step's
+    eval keys folded with i; other actors leave it as it is."""
+
+    def __init__(self, run: "Run", state: agents.AgentState, step: int):
+        self.run, self.state, self.step, self.calls = run, state, step, 0
+
+    def __call__(self, observations: np.ndarray) -> np.ndarray:
+        run = self.run
+        observations = processes.to_global(observations[:, None], run.sharding, len(run.seeds))
+        if not run.agent.stateful_acting:
+            actions = run._act_eval(self.state, observations, run.eval_keys, self.step)
+            return processes.local_rows(actions)[:, 0]
+        keys = run._fold(run.eval_keys, self.step)
+        actions, acting = run._act_eval(self.state, observations,
+                                        jax.random.key_data(keys), self.calls)
+        self.state, self.calls = self.state.replace(acting=acting), self.calls + 1
+        return processes.local_rows(actions)[:, 0]
 
 
 class Run:
@@ -141,12 +162,18 @@ class Run:
         key_data = np.asarray(jax.random.key_data(run_keys))           # [K, 4, 2] uint32
         self.act_keys, self.update_keys, self.eval_keys = (
             self.learner.put_state(key_data[:, j]) for j in (1, 2, 3))
-        act_eval = functools.partial(self.agent.act, eval_mode=True)
         self._fold = jax.jit(fold_keys, out_shardings=self.sharding)
-        self._act = jax.jit(lambda state, obs, keys, step: jax.vmap(self.agent.act)(
+        # Stateless actors act with agent.act; an actor with acting state (SSPG's chains)
+        # with agent.act_and_update, whose new acting state [K, ...] comes back too.
+        act = self.agent.act_and_update or self.agent.act
+        act_eval = functools.partial(act, eval_mode=True)
+        self._act = jax.jit(lambda state, obs, keys, step: jax.vmap(act)(
             state, obs, fold_keys(keys, step)), out_shardings=self.sharding)
         self._act_eval = jax.jit(lambda state, obs, keys, step: jax.vmap(act_eval)(
             state, obs, fold_keys(keys, step)), out_shardings=self.sharding)
+        self._after_uniform = jax.jit(
+            lambda state: jax.vmap(self.agent.after_uniform_action)(state).acting,
+            out_shardings=self.sharding)
 
     # ------------------------------------------------------------------ state
     def initial_state(self) -> agents.AgentState:
@@ -206,25 +233,32 @@ class Run:
     # ------------------------------------------------------------------ step functions
     def act(self, state: agents.AgentState, step: int, observations: np.ndarray) -> np.ndarray:
         """Actions [K_local, A] of this process's seeds for their observations [K_local, ...]:
-        uniform during the seed steps, else each seed's exploration policy."""
+        uniform during the seed steps, else each seed's exploration policy (`act_and_update`
+        without its new state)."""
+        return self.act_and_update(state, step, observations)[0]
+
+    def act_and_update(self, state: agents.AgentState, step: int, observations: np.ndarray
+                       ) -> tuple[np.ndarray, agents.AgentState]:
+        """(actions [K_local, A], state): `act`, and the state with the acting state the
+        actor carries to the next call (SSPG's chains; the same state for other actors)."""
         if step < self.num_seed_steps:
+            if self.agent.stateful_acting:
+                state = state.replace(acting=self._after_uniform(state))
             return np.stack([np.random.default_rng([seed, step]).uniform(
                 -1.0, 1.0, self.action_spec.shape).astype(np.float32)
-                for seed in self.local_seeds])
+                for seed in self.local_seeds]), state
         observations = processes.to_global(observations[:, None], self.sharding,
                                            len(self.seeds))
-        return processes.local_rows(self._act(state, observations, self.act_keys, step))[:, 0]
+        actions = self._act(state, observations, self.act_keys, step)
+        if self.agent.stateful_acting:
+            actions, acting = actions
+            state = state.replace(acting=acting)
+        return processes.local_rows(actions)[:, 0], state
 
-    def eval_policy(self, state: agents.AgentState,
-                    step: int) -> Callable[[np.ndarray], np.ndarray]:
+    def eval_policy(self, state: agents.AgentState, step: int) -> "EvalPolicy":
         """observations [K_local, ...] -> deterministic actions [K_local, A] of this process's
-        seeds' agents."""
-        def policy(observations: np.ndarray) -> np.ndarray:
-            observations = processes.to_global(observations[:, None], self.sharding,
-                                               len(self.seeds))
-            return processes.local_rows(
-                self._act_eval(state, observations, self.eval_keys, step))[:, 0]
-        return policy
+        seeds' agents; the policy's `state` carries the acting state across its calls."""
+        return EvalPolicy(self, state, step)
 
     def update_due(self, step: int) -> bool:
         return (step >= self.num_seed_steps and step % self.update_period == 0

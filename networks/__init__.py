@@ -4,6 +4,7 @@ from pixelzoo.networks.encoders import (ConvEncoder, FlareEncoder, LixContext, S
                                min_image_size, normalize_pixels, patch_conv,
                                row_patch_conv)
 from pixelzoo.networks.heads import CriticEnsemble, DeterministicActor, TanhGaussianActor, Trunk
+from pixelzoo.networks.heads import RMCActor
 from pixelzoo.networks.init import (bias_init, conv_kernel_init, dense, dense_kernel_init,
                            stacked_dense_kernel_init)
 from pixelzoo.networks.mlp import MLP, EnsembleDense
@@ -12,7 +13,7 @@ __all__ = [
     "AttentionEncoder", "num_tokens",
     "ConvEncoder", "FlareEncoder", "LixContext", "StateEncoder", "conv_output_size", "min_image_size", "normalize_pixels",
     "patch_conv", "row_patch_conv",
-    "CriticEnsemble", "DeterministicActor", "TanhGaussianActor", "Trunk", "MLP", "EnsembleDense",
+    "CriticEnsemble", "DeterministicActor", "TanhGaussianActor", "Trunk", "RMCActor", "MLP", "EnsembleDense",
     "stacked_dense_kernel_init", "dense",
     "dense_kernel_init", "conv_kernel_init", "bias_init",
 ]

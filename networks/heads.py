@@ -82,6 +82,26 @@ class TanhGaussianActor(nn.Module):
         return mean, log_std
 
 
+class RMCActor(TanhGaussianActor):
+    """SSPG's reasoning-chain transition: (features [B, D], previous action [B, A] in (-1, 1))
+    -> (mean [B, A], log_std [B, A]) of the pre-tanh Gaussian of the next action.
+
+    SAC's actor whose head takes [z, a]: the previous action joins after the trunk (D2RL
+    feeds [z, a] to every hidden layer). Called without a previous action (init) it takes
+    zeros.
+    """
+
+    def __call__(self, h: jnp.ndarray, previous: jnp.ndarray | None = None
+                 ) -> tuple[jnp.ndarray, jnp.ndarray]:
+        if previous is None:
+            previous = jnp.zeros((h.shape[0], self.action_dim), h.dtype)
+        return self.head(self.trunk(h), previous)
+
+    def head(self, z: jnp.ndarray, previous: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """(z [B, feature_dim], previous action [B, A]) -> (mean, log_std) [B, A] each."""
+        return super().head(jnp.concatenate([z, previous], axis=-1))
+
+
 class CriticEnsemble(nn.Module):
     """Trunk shared by N Q heads computed as one vectorised module.
 
