@@ -13,7 +13,8 @@ import difflib
 import json
 from typing import Any, Mapping
 
-from pixelzoo.networks import min_image_size
+from pixelzoo.networks import min_image_size, num_tokens
+from pixelzoo.networks.attention import KERNELS as IA_KERNELS, OUTPUTS as IA_OUTPUTS
 
 BASES = ("ddpg", "sac")
 AUGS = ("shift", "none")
@@ -22,6 +23,10 @@ OBS_TYPES = ("pixels", "state")
 REPLAYS = ("host", "device")
 POLICY_SPACES = ("action", "routine")
 ROUTINE_MASKS = ("intended", "released")
+IA_REDRAWS = ("never", "every_update")
+# encoder='attention' with ia_kernel='exact' builds the [N, N] attention matrix of each image:
+# refused above this many tokens (48px images with 1-pixel patches).
+IA_EXACT_MAX_TOKENS = 2304
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +35,8 @@ class Config:
 
     # Agent parts.
     base: str = "ddpg"                  # ddpg (DrQ-v2) or sac (DrQ)
-    encoder: str = "conv"               # conv, or flare (per-frame latents and their flow)
+    encoder: str = "conv"               # conv, flare (per-frame latents and their flow), or
+                                        # attention (implicit-attention bottleneck, ia_*)
     actor: str = "auto"                 # auto: the base's own (ddpg: deterministic, sac:
                                         # tanh_gaussian), or a registered actor kind
     aug: str = "shift"                  # random shift (pad 4, edge replicate) or none
@@ -92,9 +98,29 @@ class Config:
     # for t < optimism_decay_steps agent steps (optimism_shift <= 0; 0 turns it off).
     optimism_shift: float = 0.0
     optimism_decay_steps: int = 1
+    # Implicit attention (encoder='attention'): patch tokens (ia_patch px every ia_stride px),
+    # importance = column sums of softmax(q k^T / sqrt(ia_qk_dim)) estimated by ia_kernel
+    # (exact, favor_pos, favor_hyp, trig, hybrid) with ia_features random features
+    # (ia_angular_features for the hybrid's angular weight), orthogonal or i.i.d.; the top
+    # ia_top_k tokens pass on as [centre, importance * value] (ia_output='topk_scaled') or
+    # their centres only ('coordinates'). ia_redraw: never, or every_update (fresh Omega,
+    # Lambda after each update).
+    ia_patch: int = 1
+    ia_stride: int = 1
+    ia_qk_dim: int = 16
+    ia_value_dim: int = 32
+    ia_top_k: int = 32
+    ia_kernel: str = "favor_pos"
+    ia_features: int = 256
+    ia_angular_features: int = 16
+    ia_orthogonal: bool = True
+    ia_redraw: str = "never"
+    ia_output: str = "topk_scaled"
     # SSPG's reasoning-chain actor (actor='rmc'; docs/algorithms.md, SSPG).
     sspg_num_chains: int = 64           # M parallel chains for acting (per chain set)
-    sspg_max_steps: int = 16            # most reasoning steps of a chain (acting, training)
+    sspg_max_steps: int = 16            # most reasoning steps of an acting chain
+    sspg_train_max_steps: int = 16      # steps the update's chains run, masked to the first
+                                        # L = ceil(m) (a speed knob: L is clipped to it)
     sspg_rhat_threshold: float = 1.1    # acting stops once Gelman-Rubin R-hat < this
     sspg_init_steps: float = 4.0        # initial running average of reasoning steps
     sspg_ema_decay: float = 0.99        # decay of that running average
@@ -222,6 +248,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         nstep=1, update_every_steps=1, actor_update_every=2, target_update_every=2,
         replay_capacity=100_000, num_seed_frames=1000 * 2, action_repeat=2,
     ),
+    # IAP: DrQ-v2 with the implicit-attention bottleneck over single pixels (pixelzoo's
+    # gradient-trained design: docs/algorithms.md, "Implicit attention").
+    "iap": dict(encoder="attention"),
     # SSPG: the reasoning-chain actor on a DrQ-v2-style SAC (one shift, no target encoder,
     # n-step 3, lr 1e-4), two GPL critics with beta fixed at 0.75 (released pixel recipe).
     "sspg": dict(
@@ -291,7 +320,7 @@ def validate(config: Config) -> list[str]:
     if errors:
         return errors
     return (_range_errors(config) + _part_errors(config) + _combination_errors(config)
-            + _routine_errors(config))
+            + _attention_errors(config) + _routine_errors(config))
 
 
 def _choice_and_type_errors(config: Config) -> list[str]:
@@ -304,6 +333,9 @@ def _choice_and_type_errors(config: Config) -> list[str]:
                            ("mlp", MLPS), ("obs_type", OBS_TYPES), ("replay", REPLAYS),
                            ("sspg_act_mode", SSPG_ACT_MODES), ("sspg_eval", SSPG_EVALS),
                            ("policy_space", POLICY_SPACES), ("routine_mask", ROUTINE_MASKS)):
+                           ("ia_kernel", IA_KERNELS), ("ia_output", IA_OUTPUTS),
+                           ("ia_redraw", IA_REDRAWS),
+                           ("sspg_act_mode", SSPG_ACT_MODES), ("sspg_eval", SSPG_EVALS)):
         if getattr(config, field) not in choices:
             errors.append(_choice_error(field, getattr(config, field), choices))
     for name in FIELD_NAMES:
@@ -323,7 +355,8 @@ def _range_errors(config: Config) -> list[str]:
                  "target_update_every", "num_critics", "mlp_depth", "replay_capacity",
                  "num_target_augs", "num_q_augs", "eval_every_frames",
                  "checkpoint_every_frames", "log_every_frames", "stddev_steps",
-                 "seer_num_copies", "num_quantiles"):
+                 "seer_num_copies", "num_quantiles", "ia_patch", "ia_stride", "ia_qk_dim",
+                 "ia_value_dim", "ia_top_k", "ia_features", "ia_angular_features"):
         if getattr(config, name) < 1:
             errors.append(f"{name}={getattr(config, name)!r} must be >= 1")
     for name in ("num_seed_frames", "num_eval_episodes", "stddev_final", "stddev_clip",
@@ -347,7 +380,8 @@ def _range_errors(config: Config) -> list[str]:
         errors.append(f"lix_init={config.lix_init!r} must be in [0, 1]")
     if not 0 <= config.lix_b1 < 1 or not 0 <= config.gpl_beta_b1 < 1:
         errors.append("lix_b1 and gpl_beta_b1 must be in [0, 1)")
-    if config.obs_type == "pixels" and config.image_size < min_image_size():
+    if (config.obs_type == "pixels" and config.encoder != "attention"
+            and config.image_size < min_image_size()):
         errors.append(f"image_size={config.image_size} is too small for the conv encoder; "
                       f"allowed range: image_size >= {min_image_size()}")
     return errors
@@ -356,7 +390,8 @@ def _range_errors(config: Config) -> list[str]:
 def _sspg_range_errors(config: Config) -> list[str]:
     """The rmc actor's numbers outside their range."""
     errors = []
-    for name, low in (("sspg_num_chains", 2), ("sspg_max_steps", 2), ("sspg_explore_steps", 1)):
+    for name, low in (("sspg_num_chains", 2), ("sspg_max_steps", 2), ("sspg_explore_steps", 1),
+                      ("sspg_train_max_steps", 1)):
         if getattr(config, name) < low:
             errors.append(f"{name}={getattr(config, name)!r} must be >= {low}")
     if config.sspg_chain_backprop < 0:
@@ -399,7 +434,8 @@ def _combination_errors(config: Config) -> list[str]:
         errors.append(f"aug={config.aug!r} needs pixel observations; use aug='none' with "
                       "obs_type='state'")
     if config.obs_type == "state" and (config.lix or config.encoder != "conv"):
-        errors.append("lix and encoder='flare' need pixel observations (obs_type='pixels')")
+        errors.append(f"lix and encoder={config.encoder!r} need pixel observations "
+                      "(obs_type='pixels')")
     if config.actor == "rmc" and (config.num_target_augs != 1 or config.num_q_augs != 1):
         errors.append("actor='rmc' trains on one random shift of obs and of next_obs "
                       "(SSPG's update): set num_target_augs=1 and num_q_augs=1")
@@ -444,6 +480,33 @@ def _routine_errors(config: Config) -> list[str]:
     elif config.routine_dec_embed % config.routine_len:
         errors.append(f"routine_dec_embed={config.routine_dec_embed} must be a multiple of "
                       f"routine_len={config.routine_len} (one slice per position)")
+    return errors
+
+
+def _attention_errors(config: Config) -> list[str]:
+    """What encoder='attention' refuses: LIX layers (it has no conv feature maps), patches
+    larger than the image, top K above the tokens, the exact kernel on many tokens."""
+    if config.encoder != "attention" or config.obs_type != "pixels" or config.ia_patch < 1 \
+            or config.ia_stride < 1:
+        return []
+    errors = []
+    if config.lix:
+        errors.append("lix=True needs conv feature maps; encoder='attention' has none (use "
+                      "encoder='conv' or lix=False)")
+    if config.ia_patch > config.image_size:
+        errors.append(f"ia_patch={config.ia_patch} is larger than image_size="
+                      f"{config.image_size}")
+        return errors
+    tokens = num_tokens(config.image_size, config.ia_patch, config.ia_stride)
+    if config.ia_top_k > tokens:
+        errors.append(f"ia_top_k={config.ia_top_k} is more than the {tokens} patch tokens of "
+                      f"{config.image_size}px images (ia_patch={config.ia_patch}, "
+                      f"ia_stride={config.ia_stride})")
+    if config.ia_kernel == "exact" and tokens > IA_EXACT_MAX_TOKENS:
+        errors.append(f"ia_kernel='exact' builds a [N, N] matrix per image and is limited to "
+                      f"N <= {IA_EXACT_MAX_TOKENS} tokens (48px at ia_patch=1); these images "
+                      f"have N = {tokens}: use a random-feature kernel (favor_pos, favor_hyp, "
+                      "trig, hybrid), larger patches or smaller images")
     return errors
 
 

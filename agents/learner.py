@@ -204,6 +204,14 @@ class Learner:
             raise ValueError("this Learner was built without a gather function")
         return self._update_from_replay(state, arrays, starts, key)
 
+    def update_memory(self, state: AgentState, batches: Batch, key: jax.Array) -> dict:
+        """XLA's memory figures of the compiled `update` for these shapes, in bytes:
+        'temp' (scratch: activations, gradients, intermediates), 'arguments', 'outputs'."""
+        analysis = self._update.lower(state, batches, key).compile().memory_analysis()
+        return {"temp": int(analysis.temp_size_in_bytes),
+                "arguments": int(analysis.argument_size_in_bytes),
+                "outputs": int(analysis.output_size_in_bytes)}
+
     def update(self, state: AgentState, batches: Batch,
                key: jax.Array) -> tuple[AgentState, Metrics]:
         """U updates on batches [U, (K,) B, ...]; metrics are their means over the U updates

@@ -132,6 +132,10 @@ def register_critic(name: str, kind: CriticKind) -> None:
 register_encoder("conv", lambda config: networks.ConvEncoder(centered=config.centered_pixels))
 register_encoder("flare", lambda config: networks.FlareEncoder(centered=config.centered_pixels))
 register_encoder("state", lambda config: networks.StateEncoder())
+register_encoder("attention", lambda config: networks.AttentionEncoder(
+    config.ia_patch, config.ia_stride, config.ia_qk_dim, config.ia_value_dim, config.ia_top_k,
+    config.ia_kernel, config.ia_features, config.ia_angular_features, config.ia_orthogonal,
+    config.ia_output, centered=config.centered_pixels))
 
 
 def is_pixels(obs_spec: specs.Array) -> bool:

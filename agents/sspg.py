@@ -44,7 +44,7 @@ def actor_and_temperature_steps(setup: UpdateSetup, update_step: jnp.ndarray, pa
         (loss, (log_prob, valid)), grads = jax.value_and_grad(
             sspg_losses.chain_actor_loss, argnums=1, has_aux=True)(
             setup.nets, params["actor"], params["critic"], features, start, length,
-            jnp.exp(params["log_alpha"]), key, value_fn, config.sspg_max_steps,
+            jnp.exp(params["log_alpha"]), key, value_fn, config.sspg_train_max_steps,
             config.sspg_chain_backprop)
         actor, actor_opt = common.apply_optimizer(setup.optimizers.actor, grads,
                                                   opt_states["actor"], params["actor"])
@@ -89,7 +89,7 @@ def update(setup: UpdateSetup, state: AgentState, batch: Batch,
     common.check_batch(batch, setup.obs_spec, setup.action_dim)
     key_obs, key_next_obs, key_target, key_actor, key_lix = jax.random.split(key, 5)
     length, min_steps = sspg_losses.chain_lengths(state.acting["steps_average"],
-                                                  config.sspg_max_steps)
+                                                  config.sspg_train_max_steps)
     obs = setup.augment(batch.obs, key_obs, 1)
     next_obs = setup.augment(batch.next_obs, key_next_obs, 1)
     obs_lix, next_lix = steps.lix_contexts(setup, state.params, key_lix)
@@ -99,8 +99,8 @@ def update(setup: UpdateSetup, state: AgentState, batch: Batch,
     target = sspg_losses.chain_td_target(
         nets, state.params["actor"], state.target_params["critic"], next_features,
         batch.action, batch.reward, batch.discount, length, jnp.exp(state.params["log_alpha"]),
-        key_target, nets.critic_kind.value_fn(config, state.params), config.sspg_max_steps,
-        target_features)
+        key_target, nets.critic_kind.value_fn(config, state.params),
+        config.sspg_train_max_steps, target_features)
 
     critic_group, critic_opt, nd_gradient, features, q, critic_loss = ddpg.critic_step(
         setup, state.params, state.opt_states["critic"], obs, batch.action, target, obs_lix)

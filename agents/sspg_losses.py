@@ -9,8 +9,8 @@ transition T(a' | s, a) is a tanh-Gaussian that also sees the previous action. H
   is a networks.RMCActor): `run_chain` (S transitions with SSPG's gradient routing),
   `chain_td_target`, `chain_actor_loss`, and `chain_temperature_loss`.
 
-Chains run a fixed number S (= sspg_max_steps) of transitions and a mask says which of them
-count (the first L): one compiled program for every chain length, vmappable over seeds.
+Chains run a fixed number S (= sspg_train_max_steps in the update) of transitions and a mask
+says which of them count (the first L): one compiled program for every chain length, vmappable over seeds.
 Shapes: S chain steps, B batch, A action dimensions, M parallel chains, N critics.
 """
 from typing import NamedTuple

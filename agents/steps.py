@@ -3,7 +3,7 @@
 Each is a pure function over explicit arguments that returns new values (parameters,
 optimiser states, metrics) and changes none of its arguments. The base-specific critic and
 actor steps are in the base modules; these are the ones any base may take:
-`lix_step`, `pessimism_step`, `temperature_step`, `target_step`.
+`lix_step`, `pessimism_step`, `temperature_step`, `redraw_step`, `target_step`.
 """
 import functools
 
@@ -17,6 +17,7 @@ from pixelzoo.agents.config import Config
 from pixelzoo.agents.parts import CriticKind, ValueFn
 from pixelzoo.agents.seer import FROZEN, frozen_labels
 from pixelzoo.networks import LixContext
+from pixelzoo.networks.attention import RANDOM_FEATURES, redraw_projections
 
 sg = jax.lax.stop_gradient
 
@@ -73,13 +74,50 @@ def temperature_step(optimizer: optax.GradientTransformation, log_alpha: jnp.nda
     return log_alpha, opt_state, {"alpha_loss": loss}
 
 
+# Salt of the key `redraw_step` folds out of an update's key (the update's own splits stay
+# as they were).
+REDRAW_SALT = 19
+
+
+def redraw_step(setup: UpdateSetup, params: dict, key: jax.Array) -> dict:
+    """encoder='attention' with ia_redraw='every_update': params with the encoder's random
+    projections drawn afresh from the update's key (the next update uses them); else (and
+    once SEER has frozen the encoder) params unchanged."""
+    config = setup.config
+    if config.encoder != "attention" or config.ia_redraw != "every_update" or setup.frozen \
+            or RANDOM_FEATURES not in params["encoder"]:
+        return params
+    encoder = redraw_projections(params["encoder"], jax.random.fold_in(key, REDRAW_SALT),
+                                 config.ia_orthogonal)
+    return {**params, "encoder": encoder}
+
+
+def _copy_constants(target: dict, online: dict) -> dict:
+    """The target encoder's random projections (a flax 'random_features' collection) are the
+    online ones on every update: copied, never averaged ((1 - tau) x + tau x is x only up to
+    rounding, and a redrawn projection must reach the target at once)."""
+    encoder = target.get("encoder")
+    if not isinstance(encoder, dict) or RANDOM_FEATURES not in encoder:
+        return target
+    return {**target, "encoder": {**encoder,
+                                  RANDOM_FEATURES: online["encoder"][RANDOM_FEATURES]}}
+
+
 def target_step(config: Config, update_step: jnp.ndarray, target_params: dict, params: dict,
                 frozen: bool = False) -> dict:
     """Each group of target_params Polyak-averaged towards params[group] with rate tau on
     the updates where update_step % target_update_every == 0, unchanged on the others.
-    frozen (after SEER's freeze): the frozen leaves are not averaged."""
+    frozen (after SEER's freeze): the frozen leaves are not averaged. An attention
+    encoder's random projections are copied (`_copy_constants`)."""
     online = {group: params[group] for group in target_params}
+    return _copy_constants(_averaged_targets(config, update_step, target_params, online,
+                                             frozen), online)
 
+
+def _averaged_targets(config: Config, update_step: jnp.ndarray, target_params: dict,
+                      online: dict, frozen: bool) -> dict:
+    """target_params averaged towards online (the frozen leaves kept) where the update is a
+    target update, else target_params."""
     def average() -> dict:
         if not frozen:
             return polyak(target_params, online, config.tau)

@@ -23,6 +23,9 @@ Prints a table, then one JSON line:
   replay_sample, transfer (batches to the devices), update_dispatch (launching the jitted
   update; its compute overlaps what follows until act needs the new state), replay_add,
   and other (the rest: the loop's Python).
+- update_temp_mib: XLA's scratch memory of the compiled update call (activations,
+  gradients, intermediates; `Learner.update_memory`), update_state_mib its arguments
+  (state and batch), peak_rss_mib the process's peak resident memory so far.
 - act_ms (--parts=act): median wall time of one exploration act call of one seed on one
   synthetic observation (jitted, after a compile warm-up), over --act_repeats calls, the
   acting state carried from call to call (SSPG: 64 chains for k reasoning steps, plus its
@@ -37,6 +40,7 @@ Prints a table, then one JSON line:
 - num_devices, device_kind: the devices the update is split over.
 """
 import json
+import resource
 import statistics
 import sys
 import tempfile
@@ -117,7 +121,11 @@ def time_update(agent, num_devices: int | None, init=None) -> dict:
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
     update_ms = statistics.median(times) * 1000
+    memory = learner.update_memory(state, batches[0], jax.random.key(0))
     return {"update_ms": round(update_ms, 2),
+            "update_temp_mib": round(memory["temp"] / 2**20, 1),
+            "update_state_mib": round(memory["arguments"] / 2**20, 1),
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10, 1),
             "update_ms_per_update": round(update_ms / calls, 2),
             "num_devices": learner.num_devices, "device_kind": jax.devices()[0].device_kind,
             "backend": jax.default_backend()}

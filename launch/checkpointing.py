@@ -11,7 +11,8 @@ at any moment (SIGKILL included) resumes from its last complete checkpoint. A ch
 that is complete but cannot be restored (a truncated file after a full disk or a killed
 copy) is skipped with a warning by `restore_newest`: it is moved, never deleted, to
 `<workdir>/unrestorable_checkpoints/`, and the run resumes from the newest one that
-restores.
+restores. With several processes, one that restores on every process: process 0 moves the
+others aside and every process follows it to the same frame.
 """
 import os
 import shutil
@@ -22,6 +23,15 @@ from typing import Any, Callable
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
+
+
+def _processes_that_failed(failed: bool) -> list[int]:
+    """The processes for which `failed` holds (every process calls this together)."""
+    if jax.process_count() == 1:
+        return [0] if failed else []
+    flags = multihost_utils.process_allgather(np.asarray([failed]), tiled=True)
+    return [index for index, flag in enumerate(flags) if flag]
 
 
 class RunCheckpointer:
@@ -111,20 +121,36 @@ class RunCheckpointer:
     def restore_newest_with(self, restore_one: Callable[[int], Any]) -> tuple[int, Any] | None:
         """(frame, restore_one(frame)) of the newest checkpoint for which restore_one does not
         raise, or None when there is none; each newer one is moved aside, as by
-        `restore_newest`."""
+        `restore_newest`. With several processes (every one calls this together) a checkpoint
+        restores when it restores on every process: process 0 moves the others aside, and
+        every process goes on to the same older frame."""
         for frame in sorted(self._manager.all_steps(), reverse=True):
             try:
-                return frame, restore_one(frame)
-            except Exception as error:  # noqa: BLE001 - any failure: try an older one
-                self._move_aside(frame, error)
+                return_value, error = restore_one(frame), None
+            except Exception as raised:  # noqa: BLE001 - any failure: try an older one
+                return_value, error = None, raised
+            failed = _processes_that_failed(error is not None)
+            if not failed:
+                return frame, return_value
+            if jax.process_index() == 0:
+                self._move_aside(frame, error or RuntimeError(
+                    f"process {', '.join(map(str, failed))} could not restore it"))
+            if jax.process_count() > 1:
+                multihost_utils.sync_global_devices(f"moved aside checkpoint {frame}")
+                self._manager.reload()
         return None
 
     def _move_aside(self, frame: int, error: Exception) -> None:
+        """Moves checkpoint `frame` (and its processes' replays) to
+        <workdir>/unrestorable_checkpoints/<frame>-<time>, with a warning."""
         source = os.path.join(self.directory, str(frame))
         aside = os.path.join(os.path.dirname(self.directory), "unrestorable_checkpoints",
                              f"{frame}-{time.strftime('%Y%m%d-%H%M%S')}")
         os.makedirs(os.path.dirname(aside), exist_ok=True)
         shutil.move(source, aside)
+        replays = os.path.join(self._replays_dir, str(frame))
+        if os.path.isdir(replays):
+            shutil.move(replays, os.path.join(aside, "replays"))
         self._manager.reload()
         reason = (str(error).strip().splitlines()[0][:200] if str(error)
                   else type(error).__name__)

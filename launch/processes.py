@@ -121,14 +121,35 @@ def on_cloud_tpu_vm() -> bool:
     return bool(getattr(cloud_tpu_init, "running_in_cloud_tpu_vm", False))
 
 
-def initialize(arguments: dict | None) -> bool:
+def resolve(arguments: dict, timeout_s: int) -> dict:
+    """`distributed_arguments` made explicit: coordinator_address, num_processes, process_id
+    and local_device_ids, the ones left to JAX found by JAX's own cluster detection (SLURM's
+    variables, a TPU VM's metadata), as jax.distributed.initialize would find them."""
+    from jax._src import clusters   # what jax.distributed.initialize itself calls
+    detect = clusters.ClusterEnv.auto_detect_unset_distributed_params
+    address, count, process_id, device_ids = detect(
+        arguments.get("coordinator_address"), arguments.get("num_processes"),
+        arguments.get("process_id"), arguments.get("local_device_ids"),
+        arguments.get("cluster_detection_method"), timeout_s)
+    if None in (address, count, process_id):
+        raise ValueError("no cluster found to take the coordinator address, process count "
+                         "and id from; give --coordinator_address, --num_processes and "
+                         "--process_id")
+    return dict(coordinator_address=address, num_processes=count, process_id=process_id,
+                local_device_ids=device_ids)
+
+
+def initialize(arguments: dict | None, startup_timeout_s: int = 300,
+               heartbeat_timeout_s: int = 100) -> bool:
     """Joins the multi-process run that `distributed_arguments` describes (None: none).
     Returns whether the run has several processes. Call before any other JAX call. On CPU
-    the collectives use gloo."""
+    the collectives use gloo. A process silent for heartbeat_timeout_s is lost: JAX's
+    runtime then ends every other process (`launch.supervisor`)."""
     if arguments is None:
         return False
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(**arguments)
+    jax.distributed.initialize(**arguments, initialization_timeout=startup_timeout_s,
+                               heartbeat_timeout_seconds=heartbeat_timeout_s)
     return jax.process_count() > 1
 
 

@@ -92,7 +92,9 @@ class SweepRun:
 
     @property
     def name(self) -> str:
-        name = f"{self.spec.agent}-{self.spec.task}-{self.spec.seed}"
+        spec = self.spec
+        seeds = (f"{spec.seed}" if spec.num_seeds == 1 else f"{spec.seed}-{spec.seeds[-1]}")
+        name = f"{spec.agent}-{spec.task}-{seeds}"
         return f"{name}-{self.tag}" if self.tag else name
 
     def workdir(self, out: str) -> str:
@@ -103,13 +105,18 @@ class SweepRun:
         return [sys.executable, "-m", "pixelzoo.launch.train", f"--agent={spec.agent}",
                 f"--task={spec.task}", f"--seed={spec.seed}", f"--num_frames={spec.num_frames}",
                 f"--workdir={self.workdir(out)}",
+                *([f"--num_seeds={spec.num_seeds}"] if spec.num_seeds > 1 else []),
+                *([f"--seed_shards={spec.seed_shards}"] if spec.seed_shards else []),
                 *(f"--config.{field}={value}" for field, value in self.overrides)]
 
 
 def expand_grid(agents: Sequence[str], tasks: Sequence[str], seeds: Sequence[int],
-                num_frames: int, config_lists: Mapping[str, Sequence[str]]) -> list[SweepRun]:
+                num_frames: int, config_lists: Mapping[str, Sequence[str]],
+                num_seeds: int = 1, seed_shards: int | None = None) -> list[SweepRun]:
     """Every run of agents x tasks x config combinations x seeds, in that order, unchecked
-    (`check_run_spec`). UsageError for an unknown field or a value its type cannot take."""
+    (`check_run_spec`); each run trains num_seeds seeds from its seed, split into
+    seed_shards device groups. UsageError for an unknown field or a value its type cannot
+    take."""
     from pixelzoo.agents.config import FIELD_TYPES, check_field_names  # imports jax
     try:
         check_field_names(config_lists)
@@ -122,7 +129,8 @@ def expand_grid(agents: Sequence[str], tasks: Sequence[str], seeds: Sequence[int
     combos = [tuple(zip(fields, values)) for values in itertools.product(*config_lists.values())]
     return [SweepRun(compose_run_spec(agent, task,
                                       {field: typed[field][text] for field, text in combo},
-                                      seed=int(seed), num_frames=num_frames),
+                                      seed=int(seed), num_frames=num_frames,
+                                      num_seeds=num_seeds, seed_shards=seed_shards),
                      combo, ",".join(f"{field}={value}" for field, value in combo
                                      if field in varying))
             for agent, task, combo, seed in itertools.product(agents, tasks, combos, seeds)]
@@ -148,10 +156,15 @@ def run_command(command: list[str], log_path: str, cwd: str,
                 env_defaults: Mapping[str, str]) -> dict[str, Any]:
     """Runs one command to its end, its output appended to log_path; where and how it ran.
 
-    This is the function an executor runs (a local thread or a submitit job).
+    This is the function an executor runs (a local thread or a submitit job). In a
+    multi-process job it runs in each task: process i > 0 writes train.process_<i>.log
+    beside log_path.
     """
     env = {**env_defaults, **os.environ}
     start = _now()
+    task = int(os.environ.get("SLURM_PROCID", "0")) if _srun_tasks() > 1 else 0
+    if task:   # process i > 0 of a multi-process run writes train.process_<i>.log
+        log_path = os.path.join(os.path.dirname(log_path), f"train.process_{task}.log")
     with open(log_path, "a") as log:
         log.write(f"=== {start} on {socket.gethostname()}: {shlex.join(command)}\n")
         log.flush()
@@ -159,7 +172,12 @@ def run_command(command: list[str], log_path: str, cwd: str,
                                    stderr=subprocess.STDOUT)
         exit_code = process.wait()
     return {"exit_code": exit_code, "host": socket.gethostname(), "pid": process.pid,
-            "start": start, "end": _now()}
+            "start": start, "end": _now(), "log": log_path}
+
+
+def _srun_tasks() -> int:
+    """The tasks of the srun step this process is one of (1 outside SLURM)."""
+    return int(os.environ.get("SLURM_NTASKS", "1")) if "SLURM_PROCID" in os.environ else 1
 
 
 def _now() -> str:
@@ -203,9 +221,16 @@ def define_flags(flag_values: flags.FlagValues) -> flags.FlagValues:
                          "multi-process run; every task runs the same launch.train command "
                          "and JAX's distributed runtime finds the others (SLURM_NTASKS).",
                          **define)
-    flags.DEFINE_integer("tasks_per_node", 1, "Processes per node (slurm): one takes all "
-                         "of the node's --gpus_per_job GPUs, T take 1/T of them each "
-                         "(one per GPU when T = --gpus_per_job).", **define)
+    flags.DEFINE_integer("tasks_per_node", 1, "Processes per node (slurm): 1 sees all of "
+                         "the node's --gpus_per_job GPUs, T take 1/T of them each (one per "
+                         "GPU when T = --gpus_per_job). Each process trains the seeds whose "
+                         "devices it holds (--num_seeds, --seed_shards).", **define)
+    flags.DEFINE_integer("num_seeds", 1, "Seeds per run, trained together from each of "
+                         "--seeds (launch.train --num_seeds): a multi-process run splits "
+                         "them over its processes.", **define)
+    flags.DEFINE_integer("seed_shards", None, "launch.train --seed_shards of every run: the "
+                         "seeds' device groups; with several processes, choose it so each "
+                         "group's devices are on one process.", **define)
     flags.DEFINE_integer("mem_gb", None, "Memory per job in GB (slurm; default: the "
                          "partition's).", **define)
     flags.DEFINE_string("slurm_partition", None, "SLURM partition.", **define)
@@ -276,30 +301,54 @@ def runs_from_flags(flag_values: flags.FlagValues,
         raise UsageError(f"--seeds takes integers, e.g. --seeds=1,2,3 (got "
                          f"{','.join(fv.seeds)})") from None
     runs = expand_grid(list(dict.fromkeys(fv.agents)), list(dict.fromkeys(tasks)),
-                       list(dict.fromkeys(seeds)), num_frames, config_lists)
+                       list(dict.fromkeys(seeds)), num_frames, config_lists, fv.num_seeds,
+                       fv.seed_shards)
+    num_processes = fv.nodes * fv.tasks_per_node if fv.executor == "slurm" else 1
     for run in runs:
-        try:
-            check_run_spec(run.spec)    # devices: the job's, checked by launch.train there
+        try:   # devices: the job's, checked by launch.train there
+            check_run_spec(run.spec, None, num_processes)
         except ValueError as error:
             raise UsageError(f"{run.name}: {error}") from None
     return runs
 
 
-def _make_executor(fv: flags.FlagValues, out: str):
-    """An object with submit(fn, *args) -> a job with done() and result()."""
-    if fv.executor == "local":
-        return concurrent.futures.ThreadPoolExecutor(max_workers=fv.max_parallel or 1)
-    cluster = "local" if fv.executor == "submitit_local" else "slurm"
-    executor = submitit.AutoExecutor(folder=os.path.join(out, "submitit", "%j"),
-                                     cluster=cluster)
+def _submitit_parameters(fv: flags.FlagValues) -> dict[str, Any]:
+    """The submitit parameters (AutoExecutor's names) of every job of the sweep."""
     parameters = {"name": "pixelzoo", "timeout_min": fv.timeout_min,
                   "gpus_per_node": fv.gpus_per_job, "cpus_per_task": fv.cpus_per_job,
                   "mem_gb": fv.mem_gb, "slurm_partition": fv.slurm_partition,
                   "slurm_account": fv.slurm_account}
     if fv.nodes > 1 or fv.tasks_per_node > 1:   # one multi-process run per job
         parameters.update(nodes=fv.nodes, tasks_per_node=fv.tasks_per_node)
-    executor.update_parameters(**{k: v for k, v in parameters.items() if v is not None})
+    return {key: value for key, value in parameters.items() if value is not None}
+
+
+def _make_executor(fv: flags.FlagValues, out: str):
+    """An object with submit(fn, *args) -> a job with done() and result() (results() for
+    submitit's jobs, one per task)."""
+    if fv.executor == "local":
+        return concurrent.futures.ThreadPoolExecutor(max_workers=fv.max_parallel or 1)
+    cluster = "local" if fv.executor == "submitit_local" else "slurm"
+    executor = submitit.AutoExecutor(folder=os.path.join(out, "submitit", "%j"),
+                                     cluster=cluster)
+    executor.update_parameters(**_submitit_parameters(fv))
     return executor
+
+
+def slurm_job_script(fv: flags.FlagValues, out: str) -> str:
+    """The sbatch script submitit writes for each run's job (the same for every run: the job
+    reads which run from its pickled call)."""
+    from submitit.slurm import slurm
+    folder = os.path.join(out, "submitit", "%j")
+    generic = _submitit_parameters(fv)
+    names = slurm.SlurmExecutor._equivalence_dict()
+    parameters = {names.get(key, key).removeprefix("slurm_"): value
+                  for key, value in generic.items()}
+    if "mem" in parameters:
+        parameters["mem"] = slurm._convert_mem(parameters["mem"])
+    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit",
+                        shlex.quote(folder)])
+    return slurm._make_sbatch_string(command=command, folder=folder, **parameters)
 
 
 class Manifest:
@@ -367,13 +416,21 @@ def execute(runs: list[SweepRun], out: str, fv: flags.FlagValues, executor: Any,
 
 
 def _record_end(run: SweepRun, job: Any, manifest: Manifest) -> None:
+    """Records how `job` ended: every task's result (a multi-process run's job has one per
+    process; its exit code is the first non-zero one, `exit_codes` has them all)."""
     try:
-        result = job.result()
+        results = job.results() if hasattr(job, "results") else [job.result()]
     except Exception as error:  # noqa: BLE001 (the job died: killed, timed out, lost node)
         message = str(error).strip() or type(error).__name__
         manifest.update_run(run, status="failed", end=_now(), error=message[-2000:])
         print(f"failed {run.name}: {message.splitlines()[-1]}", flush=True)
         return
+    codes = [result["exit_code"] for result in results]
+    result = {**results[0], "exit_code": next((code for code in codes if code), 0),
+              "end": max(result["end"] for result in results)}
+    if len(results) > 1:
+        result.update(exit_codes=codes, hosts=[r["host"] for r in results],
+                      logs=[r["log"] for r in results])
     status = "succeeded" if result["exit_code"] == 0 else "failed"
     manifest.update_run(run, status=status, **result)
     print(f"{status} {run.name} (exit code {result['exit_code']})", flush=True)
@@ -409,6 +466,9 @@ def main(argv: Sequence[str]) -> int:
                       f"{finished[run.name]:,})")
             else:
                 print(shlex.join(run.command(out)))
+        if fv.executor == "slurm":
+            print("# the job script (sbatch) of each run; the job runs its command:\n"
+                  + slurm_job_script(fv, out).rstrip())
         print(f"dry run: {len(to_launch)} to launch, {len(finished)} finished; nothing ran")
         return 0
     try:

@@ -7,6 +7,11 @@ Every field of agents.Config is a `--config.<field>=value` flag. The workdir rec
 config.json, train.csv, eval.csv, TensorBoard events, checkpoints/ and videos/. Launching
 again with the same workdir resumes from the last complete checkpoint; only --num_frames
 may change between launches.
+
+A multi-process run (--coordinator_address etc., srun, a TPU VM slice) trains in a child
+process of the one launched (`launch.supervisor`, which turns the runtime's fatal end into
+one line); its processes meet before JAX starts (`launch.rendezvous`), and any that cannot
+start together end with one line, within --startup_timeout_s.
 """
 import json
 import os
@@ -24,7 +29,7 @@ hosts.reserve_gpu_memory_for_renderers()   # before anything imports jax (README
 from pixelzoo import agents  # noqa: E402 - after the GPU memory setting
 from pixelzoo import envs  # noqa: E402
 from pixelzoo.agents.config import Config, check_field_names  # noqa: E402
-from pixelzoo.launch import processes  # noqa: E402
+from pixelzoo.launch import processes, rendezvous, supervisor  # noqa: E402
 from pixelzoo.launch.progress import device_summary  # noqa: E402
 from pixelzoo.launch.quiet_logs import quiet_library_logs  # noqa: E402
 from pixelzoo.launch.run_spec import RunSpec, check_run_spec, compose_run_spec  # noqa: E402
@@ -46,6 +51,8 @@ flags.DEFINE_string("coordinator_address", None, "Multi-process runs (jax.distri
                     "host:port of process 0. Auto-detected on TPU VM slices and under SLURM.")
 flags.DEFINE_integer("num_processes", None, "Multi-process runs: the number of processes.")
 flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index, 0..N-1.")
+flags.DEFINE_integer("startup_timeout_s", 120, "Multi-process runs: how long the processes "
+                     "wait for each other at the start before ending with one line.")
 flags.DEFINE_bool("wandb", False, "Mirror the TensorBoard scalars to Weights & Biases (needs "
                   "pip install 'pixelzoo[wandb]'; WANDB_MODE=offline works without network).")
 flags.DEFINE_integer("seed_shards", None, "How the seeds split over the devices: S groups "
@@ -129,44 +136,26 @@ def _spec_differences(saved: dict[str, Any], spec: dict[str, Any]) -> list[str]:
 def main(argv: list[str]) -> None:
     del argv
     quiet_library_logs()    # third-party INFO only with --verbosity (before JAX's backends)
+    if supervisor.supervised():
+        supervisor.use_python_streams()
     try:
         spec = run_spec_from_flags()
         distributed = processes.distributed_arguments(
             os.environ, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
             processes.on_cloud_tpu_vm())
+        if distributed is not None:
+            distributed = processes.resolve(distributed, FLAGS.startup_timeout_s)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
-    if spec.config.obs_type == "pixels":
-        try:  # probe the GL backend before JAX starts its threads (the probe forks)
-            envs.ensure_gl_backend()
-        except envs.RenderingUnavailableError as error:
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(1)
-    if FLAGS.wandb:
-        try:
-            import wandb  # noqa: F401 - only checked here, used by the loop
-        except ImportError:
-            print("error: --wandb needs the wandb package: pip install 'pixelzoo[wandb]'",
-                  file=sys.stderr)
-            sys.exit(EXIT_USAGE)
-    try:
-        multi_process = processes.initialize(distributed)
-        import jax  # deferred: starts JAX's threads, so only after the GL probe
-        spec = check_run_spec(spec, jax.devices(), jax.process_count())
-        if processes.is_primary():        # what to expect: the backend and its devices
-            print(device_summary(jax.devices(), spec.num_devices, spec.config.obs_type),
-                  flush=True)
-        workdir = FLAGS.workdir or default_workdir(spec)
-        check_workdir(workdir)            # the first write, after every other check
-        if processes.is_primary():        # process 0 holds the workdir for the whole run
-            lock = WorkdirLock(workdir)
-            lock.acquire()                # refused at once if another launch holds it
-            resolve_workdir(spec, workdir)
-    except (UserError, WorkdirError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+    if distributed is not None and not supervisor.supervised():
+        sys.exit(supervisor.supervise(   # this process watches; a child process trains
+            [sys.executable, "-m", "pixelzoo.launch.train", *sys.argv[1:]],
+            distributed["process_id"], verbose=FLAGS["verbosity"].present))
+    check_host(spec)
+    spec, workdir, multi_process = start(spec, distributed)
     from pixelzoo.launch.loop import NonFiniteLossError, train  # heavy imports after the checks
+    import jax
     stop_signal: list[int] = []
 
     def request_stop(signum: int, frame: Any) -> None:
@@ -180,12 +169,97 @@ def main(argv: list[str]) -> None:
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
+    except jax.errors.JaxRuntimeError as error:
+        if not multi_process:
+            raise
+        supervisor.await_runtime_end(error)   # a lost process: the runtime names it
     if multi_process:
         jax.distributed.shutdown()
     if not finished:
         print(f"stopped by signal {stop_signal[0]}; checkpoint saved. Run the same command "
               "again to resume.", flush=True)
         sys.exit(EXIT_INTERRUPTED)
+
+
+def check_host(spec: RunSpec) -> None:
+    """Exits with one line when this host cannot run `spec`: no GL backend for pixels (probed
+    before JAX starts its threads: the probe forks), no wandb package for --wandb."""
+    if spec.config.obs_type == "pixels":
+        try:
+            envs.ensure_gl_backend()
+        except envs.RenderingUnavailableError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(1)
+    if FLAGS.wandb:
+        try:
+            import wandb  # noqa: F401 - only checked here, used by the loop
+        except ImportError:
+            print("error: --wandb needs the wandb package: pip install 'pixelzoo[wandb]'",
+                  file=sys.stderr)
+            sys.exit(EXIT_USAGE)
+
+
+def start(spec: RunSpec, distributed: dict | None) -> tuple[RunSpec, str, bool]:
+    """(spec placed on the devices, workdir, whether several processes run): joins the other
+    processes (`meet_processes`, then JAX's runtime), checks the run on the devices and
+    claims the workdir. Exits with one line (on every process) when the run cannot start."""
+    multi_process = False
+    try:
+        workdir = FLAGS.workdir or default_workdir(spec)
+        if distributed is not None:   # every process meets process 0, which takes the lock
+            meet_processes(spec, workdir, distributed)
+        multi_process = processes.initialize(distributed, FLAGS.startup_timeout_s,
+                                             supervisor.HEARTBEAT_TIMEOUT_S)
+        import jax  # deferred: starts JAX's threads, so only after the GL probe
+        spec = check_run_spec(spec, jax.devices(), jax.process_count())
+        if processes.is_primary():        # what to expect: the backend and its devices
+            print(device_summary(jax.devices(), spec.num_devices, spec.config.obs_type),
+                  flush=True)
+        if distributed is None:
+            claim_workdir(spec, workdir)  # the first write, after every other check
+    except (UserError, WorkdirError, ValueError, rendezvous.StartError) as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        if multi_process:
+            jax.distributed.shutdown()    # every process ends here, together
+        sys.exit(EXIT_USAGE)
+    return spec, workdir, multi_process
+
+
+_WORKDIR_LOCKS: list[WorkdirLock] = []   # held until the process ends
+
+
+def claim_workdir(spec: RunSpec, workdir: str) -> None:
+    """Checks the workdir, takes its lock for the rest of this process (refused at once if
+    another launch holds it) and writes or checks its config.json (`resolve_workdir`)."""
+    check_workdir(workdir)
+    lock = WorkdirLock(workdir)
+    lock.acquire()
+    _WORKDIR_LOCKS.append(lock)
+    resolve_workdir(spec, workdir)
+
+
+def meet_processes(spec: RunSpec, workdir: str, distributed: dict) -> None:
+    """The start of a multi-process run (`launch.rendezvous`): every process checks the run
+    and meets process 0 with its settings; process 0 compares them and claims the workdir.
+    StartError (the same line on every process) when they cannot start together."""
+    check_run_spec(spec, None, distributed["num_processes"])
+    check_workdir(workdir)
+
+    def claim() -> str | None:
+        try:
+            claim_workdir(spec, workdir)
+        except (UserError, WorkdirError) as error:
+            return str(error)
+        return None
+
+    identity = spec.identity()
+    settings = {"num_processes": distributed["num_processes"],
+                "workdir": os.path.abspath(workdir), "num_devices": spec.num_devices,
+                "seed_shards": spec.seed_shards, "where": rendezvous.where(),
+                **{key: value for key, value in identity.items() if key != "config"},
+                **{f"config.{key}": value for key, value in identity["config"].items()}}
+    rendezvous.meet(distributed["coordinator_address"], distributed["num_processes"],
+                    distributed["process_id"], settings, FLAGS.startup_timeout_s, claim)
 
 
 def define_config_flag(argv: list[str]) -> None:

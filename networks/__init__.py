@@ -1,4 +1,5 @@
 """Flax (linen) networks shared by every pixelzoo agent."""
+from pixelzoo.networks.attention import AttentionEncoder, num_tokens
 from pixelzoo.networks.encoders import (ConvEncoder, FlareEncoder, LixContext, StateEncoder, conv_output_size,
                                min_image_size, normalize_pixels, patch_conv,
                                row_patch_conv)
@@ -9,6 +10,7 @@ from pixelzoo.networks.init import (bias_init, conv_kernel_init, dense, dense_ke
 from pixelzoo.networks.mlp import MLP, EnsembleDense
 
 __all__ = [
+    "AttentionEncoder", "num_tokens",
     "ConvEncoder", "FlareEncoder", "LixContext", "StateEncoder", "conv_output_size", "min_image_size", "normalize_pixels",
     "patch_conv", "row_patch_conv",
     "CriticEnsemble", "DeterministicActor", "TanhGaussianActor", "Trunk", "RMCActor", "MLP", "EnsembleDense",

@@ -10,12 +10,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FRAMES="${NUM_FRAMES:-100000}"
+# sspg's update runs 6 chain steps masked to L (sspg_train_max_steps; the preset: 16), for CPU
+# time: cartpole's running average of reasoning steps stays near 2.
+EXTRA_sspg="--config.sspg_train_max_steps=6"
+EXTRA_drq=""
 for agent in ${AGENTS:-sspg drq}; do
+  EXTRA_NAME="EXTRA_$agent"; EXTRA="${!EXTRA_NAME:-}"
   python -m pixelzoo.launch.train --agent="$agent" --task=cartpole_swingup --seed=1 \
     --num_seeds=3 --num_frames="$FRAMES" --workdir="results/sspg/state_cartpole_swingup/$agent" \
     --config.obs_type=state --config.hidden_dim=256 --config.eval_every_frames=10000 \
     --config.num_eval_episodes=3 --config.log_every_frames=2000 \
-    --config.checkpoint_every_frames=10000
+    --config.checkpoint_every_frames=10000 $EXTRA
 done
 python -m pixelzoo.launch.plot results/sspg/state_cartpole_swingup \
   --out=results/sspg/state_cartpole_swingup/plots --noreference

@@ -304,7 +304,7 @@ def test_update_rejects_a_batch_of_the_wrong_shape():
 # ----------------------------------------------------------------------------- config
 def test_presets_and_task_recipes():
     assert agents.names() == ["drqv2", "flare", "alix", "gpl", "gpl_quantile", "d2rl", "drq",
-                             "sspg", "seer", "rtsac", "rttd3"]
+                             "iap", "sspg", "seer", "rtsac", "rttd3"]
     build = agents.build_config
     assert build("drqv2", "walker_walk", "easy").batch_size == 512
     assert build("drqv2", "walker_run", "medium").nstep == 1

@@ -107,7 +107,7 @@ def test_dry_run_prints_the_commands_and_creates_nothing(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--agents=drqv2,drqv3", "--tasks=walker_walk"],
-     "unknown agent 'drqv3'; choose one of: drqv2, flare, alix, gpl, d2rl, drq"),
+     "unknown agent 'drqv3'; choose one of: drqv2, flare, alix, gpl, gpl_quantile, d2rl, drq"),
     (["--tasks=walker_wlk"], "Unknown task 'walker_wlk'. Did you mean walker_walk"),
     (["--suite=planet"], ("unknown suite 'planet'; choose one of: drqv2_easy, drqv2_medium, "
                           "drqv2_hard, planet100k, planet500k")),
@@ -283,3 +283,73 @@ def test_slurm_jobs_can_be_multi_process_runs(tmp_path, monkeypatch):
                                 "--gpus_per_job=4")._executor.parameters
     assert (parameters["nodes"], parameters["ntasks_per_node"], parameters["gpus_per_node"]) \
         == (2, 4, 4)
+
+
+@pytest.mark.slow(45)
+def test_a_sweep_of_multi_process_jobs_on_stand_in_slurm(tmp_path):
+    """--executor=slurm --nodes=2 --tasks_per_node=1: one job per run, whose two tasks
+    (stand-in sbatch and srun: local processes with srun's SLURM_* variables) find each
+    other through JAX's SLURM detection and train the run's two seeds, one each. The run
+    succeeds; the manifest has every task's exit code and log; every seed has its rows.
+    (One run: a second would add two processes' start-up and compilation, and test nothing
+    more, the runs' jobs being independent.)"""
+    out, standin = tmp_path / "sweep", ROOT / "tests" / "slurm_standin"
+    (tmp_path / "slurm").mkdir()
+    env = {**os.environ, "PATH": f"{standin}{os.pathsep}{os.environ['PATH']}",
+           "FAKE_SLURM_DIR": str(tmp_path / "slurm"),
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}   # one CPU device a task
+    args = [f"--out={out}", "--tasks=cartpole_swingup", "--seeds=2", "--num_seeds=2",
+            "--seed_shards=2", "--num_frames=400", "--executor=slurm", "--nodes=2",
+            "--tasks_per_node=1", "--gpus_per_job=0", "--cpus_per_job=1", "--timeout_min=10",
+            *TINY_CONFIG]
+    process = subprocess.run([sys.executable, "-m", "pixelzoo.launch.sweep", *args], cwd=ROOT,
+                             env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+    assert f"sweep {out}: 1 runs: 1 succeeded, 0 failed, 0 skipped-finished" in process.stdout
+    manifest = read_manifest(out)
+    assert sorted(manifest["runs"]) == ["drqv2-cartpole_swingup-2-3"]
+    for first in (2,):
+        workdir = out / "runs" / f"drqv2-cartpole_swingup-{first}-{first + 1}"
+        record = manifest["runs"][workdir.name]
+        assert record["status"] == "succeeded" and record["executor"] == "slurm"
+        assert record["exit_code"] == 0 and record["exit_codes"] == [0, 0]
+        assert record["logs"] == [str(workdir / "train.log"), str(workdir / "train.process_1.log")]
+        assert record["command"].split()[3:9] == [
+            "--agent=drqv2", "--task=cartpole_swingup", f"--seed={first}", "--num_frames=400",
+            f"--workdir={workdir}", "--num_seeds=2"]
+        assert "--seed_shards=2" in record["command"].split()
+        # Process 1 prints nothing (no library INFO, no gloo notes): its log is the header.
+        assert (workdir / "train.process_1.log").read_text().count("\n") == 1
+        log = (workdir / "train.log").read_text()
+        assert ("mesh: 2 processes x 1 device, 2 seeds, 1 seed per device; replays in each "
+                "process's host memory (its seeds')") in log and "done: 400 frames" in log
+        # Each seed's evaluations at 0 and 400, and its replays with the process that had it.
+        with open(workdir / "eval.csv", newline="") as file:
+            rows = [(int(row["seed"]), int(row["frame"])) for row in csv.DictReader(file)]
+        assert sorted(rows) == [(first, 0), (first, 400), (first + 1, 0), (first + 1, 400)]
+        assert sorted(p.name for p in (workdir / "replays" / "400").iterdir()) == \
+            ["process_0.npz", "process_1.npz"]
+        assert RunCheckpointer(str(workdir / "checkpoints")).latest_frame() == 400
+        assert (out / "submitit" / record["job_id"] / f"{record['job_id']}_1_result.pkl").exists()
+
+
+def test_dry_run_of_a_slurm_sweep_prints_the_job_script(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert sweep.main(["sweep", f"--out={out}", "--tasks=walker_walk", "--seeds=1",
+                       "--num_seeds=8", "--seed_shards=4", "--executor=slurm", "--nodes=2",
+                       "--tasks_per_node=4", "--gpus_per_job=4", "--slurm_partition=gpu",
+                       "--dry_run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith(f"--workdir={out}/runs/drqv2-walker_walk-1-8 --num_seeds=8 "
+                             "--seed_shards=4")
+    assert lines[1] == "# the job script (sbatch) of each run; the job runs its command:"
+    script = lines[2:-1]
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4",
+                 "#SBATCH --gpus-per-node=4", "#SBATCH --partition=gpu",
+                 "#SBATCH --job-name=pixelzoo"):
+        assert line in script
+    assert script[-1] == (f"srun --unbuffered --output {out}/submitit/%j/%j_%t_log.out "
+                          f"--error {out}/submitit/%j/%j_%t_log.err {sys.executable} -u -m "
+                          f"submitit.core._submit {out}/submitit/%j")
+    assert lines[-1] == "dry run: 1 to launch, 0 finished; nothing ran"
+    assert not out.exists()
