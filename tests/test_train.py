@@ -46,7 +46,8 @@ def read_csv(path):
 
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("args, message", [
-    (["--agent=drqv3"], "unknown agent 'drqv3'; choose one of: drqv2, flare, alix, gpl, gpl_quantile, d2rl, drq"),
+    (["--agent=drqv3"],
+     "unknown agent 'drqv3'; choose one of: drqv2, flare, alix, gpl, gpl_quantile, d2rl, drq"),
     (["--task=cartpole_swingupp"], "unknown task 'cartpole_swingupp'; choose one of: "),
     (["--config.batch_sise=3"], "(did you mean 'batch_size'?). Valid fields: base,"),
     (["--num_frames=0"], "--num_frames=0 must be > 0"),
