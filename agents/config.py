@@ -331,11 +331,10 @@ def _choice_and_type_errors(config: Config) -> list[str]:
     for field, choices in (("base", BASES), ("encoder", pixel_encoders), ("aug", AUGS),
                            ("actor", ("auto", *parts.ACTORS)), ("critic", tuple(parts.CRITICS)),
                            ("mlp", MLPS), ("obs_type", OBS_TYPES), ("replay", REPLAYS),
-                           ("sspg_act_mode", SSPG_ACT_MODES), ("sspg_eval", SSPG_EVALS),
-                           ("policy_space", POLICY_SPACES), ("routine_mask", ROUTINE_MASKS)):
                            ("ia_kernel", IA_KERNELS), ("ia_output", IA_OUTPUTS),
                            ("ia_redraw", IA_REDRAWS),
-                           ("sspg_act_mode", SSPG_ACT_MODES), ("sspg_eval", SSPG_EVALS)):
+                           ("sspg_act_mode", SSPG_ACT_MODES), ("sspg_eval", SSPG_EVALS),
+                           ("policy_space", POLICY_SPACES), ("routine_mask", ROUTINE_MASKS)):
         if getattr(config, field) not in choices:
             errors.append(_choice_error(field, getattr(config, field), choices))
     for name in FIELD_NAMES:

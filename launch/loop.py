@@ -97,7 +97,9 @@ def _run_loop(run: Run, logs: RunLogs, state, loop: LoopState, resumed_frame: in
     def save(frame: int) -> None:
         driver.metrics.fetch()   # never checkpoint a non-finite state
         loop.total_time = time_before + time.monotonic() - clock
+        started = time.monotonic()
         run.save(frame, driver.state, loop)
+        logs.checkpoint(frame, time.monotonic() - started)
 
     while True:
         frame = loop.step * config.action_repeat

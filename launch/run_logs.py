@@ -153,6 +153,11 @@ class RunLogs:
         self.progress.show(self.progress.line("train", frame,
                                               self.progress.frames_per_second(frame), recent))
 
+    def checkpoint(self, frame: int, seconds: float) -> None:
+        """A checkpoint's one terminal line (orbax's own INFO lines need --verbosity)."""
+        self.progress.show(f"[ckpt ] frame {frame:>9,} saved in {seconds:.1f} s to "
+                           f"{self.run.checkpointer.directory}")
+
     def close(self) -> None:
         self.progress.close()
         for board in self.boards:

@@ -37,6 +37,12 @@ def test_the_quick_look_learns_quietly_and_plots_its_curve(tmp_path):
     assert train.stdout.startswith("cpu: 1 device\ntraining drqv2 on cartpole_balance")
     assert not re.search(r"^I\d{4} ", train.stderr, re.MULTILINE), "absl INFO on the terminal"
     assert "Unable to initialize backend" not in train.stderr + train.stdout
+    # One line per checkpoint (the one at the end), none of orbax's own.
+    checkpoint_lines = [line for line in train.stdout.splitlines() if "[ckpt ]" in line]
+    assert len(checkpoint_lines) == 1, train.stdout
+    assert re.fullmatch(rf"\[ckpt \] frame +{SHORT_FRAMES:,} saved in \d+\.\d s to "
+                        rf"{re.escape(str(workdir / 'checkpoints'))}", checkpoint_lines[0])
+    assert "orbax" not in (train.stdout + train.stderr).lower()
     with open(workdir / "eval.csv", newline="") as file:
         evals = [(int(row["frame"]), float(row["episode_return"])) for row in csv.DictReader(file)]
     assert [frame for frame, _ in evals] == list(range(0, SHORT_FRAMES + 1, 2000))
