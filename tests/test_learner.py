@@ -45,8 +45,14 @@ def assert_trees_close(got, want, rtol=1e-4, atol=1e-5):
                                    err_msg=jax.tree_util.keystr(path[0]))
 
 
+# Presets whose update takes a Batch of transitions; the routine presets' update takes
+# windows (replay.windows) and is not covered here yet.
+BATCH_PRESETS = [name for name in agents.names()
+                 if agents.build_config(name).policy_space != "routine"]
+
+
 @pytest.mark.slow(25)
-@pytest.mark.parametrize("preset", agents.names())
+@pytest.mark.parametrize("preset", BATCH_PRESETS)
 def test_sharded_update_equals_the_single_device_update_on_the_full_batch(preset):
     assert jax.device_count() == 2
     agent = agents.make(preset, PIXEL_SPEC, ACTION_SPEC, **TINY)
