@@ -57,6 +57,29 @@ def actor_step(setup: UpdateSetup, update_step: jnp.ndarray, actor_params, opt_s
     return actor_params, opt_state, metrics
 
 
+def critic_lix_and_pessimism_steps(setup: UpdateSetup, state: AgentState, obs: jnp.ndarray,
+                                   action: jnp.ndarray, target: jnp.ndarray,
+                                   obs_lix: LixContext | None):
+    """`critic_step`, then A-LIX's `steps.lix_step` on its dual gradient (with lix), then the
+    critic kind's `steps.pessimism_step`: the critic half of the ddpg base's update (SSPG's
+    update shares it). obs [B, ...] augmented; action [B, A]; target [B, *out].
+    Returns (params, opt_states, features [B, D] of the pre-update encoder, Q [N, B, *out],
+    the actor's value function, metrics (critic loss, LIX), the critic kind's metrics)."""
+    critic_group, critic_opt, nd_gradient, features, q, critic_loss = critic_step(
+        setup, state.params, state.opt_states["critic"], obs, action, target, obs_lix)
+    params = {**state.params, **critic_group}
+    opt_states = {**state.opt_states, "critic": critic_opt}
+    metrics = {"critic_loss": critic_loss}
+    if setup.config.lix:
+        params["lix_p"], opt_states["lix_p"], lix_metrics = steps.lix_step(
+            setup, state.params["lix_p"], state.opt_states["lix_p"], nd_gradient)
+        metrics.update(lix_metrics)
+    params, opt_states, actor_value_fn, critic_kind_metrics = steps.pessimism_step(
+        setup.config, setup.nets.critic_kind, params, opt_states, q, target,
+        state.update_step)
+    return params, opt_states, features, q, actor_value_fn, metrics, critic_kind_metrics
+
+
 def update(setup: UpdateSetup, state: AgentState, batch: Batch,
            key: jax.Array) -> tuple[AgentState, Metrics]:
     """One DrQ-v2 update on a batch [B]; returns the new state and scalar metrics."""
@@ -72,17 +95,8 @@ def update(setup: UpdateSetup, state: AgentState, batch: Batch,
         next_obs, batch.reward, batch.discount, exploration.stddev, exploration.clip,
         key_target, nets.critic_kind.value_fn(config, state.params), next_lix)
 
-    critic_group, critic_opt, nd_gradient, features, q, critic_loss = critic_step(
-        setup, state.params, state.opt_states["critic"], obs, batch.action, target, obs_lix)
-    params = {**state.params, **critic_group}
-    opt_states = {**state.opt_states, "critic": critic_opt}
-    metrics = {"critic_loss": critic_loss}
-    if config.lix:
-        params["lix_p"], opt_states["lix_p"], lix_metrics = steps.lix_step(
-            setup, state.params["lix_p"], state.opt_states["lix_p"], nd_gradient)
-        metrics.update(lix_metrics)
-    params, opt_states, actor_value_fn, critic_kind_metrics = steps.pessimism_step(
-        config, nets.critic_kind, params, opt_states, q, target, state.update_step)
+    params, opt_states, features, q, actor_value_fn, metrics, critic_kind_metrics = \
+        critic_lix_and_pessimism_steps(setup, state, obs, batch.action, target, obs_lix)
     if nets.critic_kind.uncertainty is not None:   # the ddpg base also reports it
         critic_kind_metrics["uncertainty_mean"] = jnp.mean(nets.critic_kind.uncertainty(next_q))
     # The actor sees the pre-update encoder's features, gradient stopped (official).

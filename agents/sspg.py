@@ -102,17 +102,8 @@ def update(setup: UpdateSetup, state: AgentState, batch: Batch,
         key_target, nets.critic_kind.value_fn(config, state.params),
         config.sspg_train_max_steps, target_features)
 
-    critic_group, critic_opt, nd_gradient, features, q, critic_loss = ddpg.critic_step(
-        setup, state.params, state.opt_states["critic"], obs, batch.action, target, obs_lix)
-    params = {**state.params, **critic_group}
-    opt_states = {**state.opt_states, "critic": critic_opt}
-    metrics = {"critic_loss": critic_loss}
-    if config.lix:
-        params["lix_p"], opt_states["lix_p"], lix_metrics = steps.lix_step(
-            setup, state.params["lix_p"], state.opt_states["lix_p"], nd_gradient)
-        metrics.update(lix_metrics)
-    params, opt_states, actor_value_fn, critic_kind_metrics = steps.pessimism_step(
-        config, nets.critic_kind, params, opt_states, q, target, state.update_step)
+    params, opt_states, features, q, actor_value_fn, metrics, critic_kind_metrics = \
+        ddpg.critic_lix_and_pessimism_steps(setup, state, obs, batch.action, target, obs_lix)
     params, opt_states, actor_metrics = actor_and_temperature_steps(
         setup, state.update_step, params, opt_states, sg(features), batch.action, length,
         actor_value_fn, key_actor)
