@@ -103,7 +103,8 @@ class Config:
     # (exact, favor_pos, favor_hyp, trig, hybrid) with ia_features random features
     # (ia_angular_features for the hybrid's angular weight), orthogonal or i.i.d.; the top
     # ia_top_k tokens pass on as [centre, importance * value] (ia_output='topk_scaled') or
-    # their centres only ('coordinates'). ia_redraw: never, or every_update (fresh Omega,
+    # their centres only ('coordinates'), or every token's value is pooled with weights
+    # softmax(importance) ('soft_pool'). ia_redraw: never, or every_update (fresh Omega,
     # Lambda after each update).
     ia_patch: int = 1
     ia_stride: int = 1

@@ -176,6 +176,7 @@ def update(setup: UpdateSetup, state: AgentState, windows,
     features = sg(nets.encoder.apply(params["encoder"], obs))
     params, opt_states, actor_metrics = actor_and_temperature_steps(
         setup, state.update_step, params, opt_states, features, actor_value_fn, key_actor)
+    params = steps.redraw_step(setup, params, key)
     new_state = state.replace(
         params=params, opt_states=opt_states, update_step=state.update_step + 1,
         target_params=steps.target_step(config, state.update_step, state.target_params,

@@ -108,6 +108,7 @@ def update(setup: UpdateSetup, state: AgentState, batch: Batch,
         setup, state.update_step, params, opt_states, sg(features), batch.action, length,
         actor_value_fn, key_actor)
 
+    params = steps.redraw_step(setup, params, key)
     acting, window_metrics = acting_metrics({**state.acting, "min_steps": min_steps})
     new_state = state.replace(
         params=params, opt_states=opt_states, update_step=state.update_step + 1,

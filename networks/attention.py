@@ -25,7 +25,7 @@ from pixelzoo.networks.encoders import LixContext, normalize_pixels
 sg = jax.lax.stop_gradient
 
 KERNELS = ("exact", "favor_pos", "favor_hyp", "trig", "hybrid")
-OUTPUTS = ("topk_scaled", "coordinates")
+OUTPUTS = ("topk_scaled", "soft_pool", "coordinates")
 # The row normalisers D are clamped at this value: the trig and hybrid estimates can be
 # negative or zero, and positive features can underflow (spec §5: clamp D >= eps).
 MIN_NORMALISER = 1e-6
@@ -260,6 +260,8 @@ class AttentionEncoder(nn.Module):
     - output 'topk_scaled': [centre_k, importance_k * W_V [x_k, centre_k]] for each, so
       W_Q, W_K learn through the importance and W_V through the values:
       [B, top_k * (2 + value_dim)];
+    - output 'soft_pool': sum_i softmax(importance)_i W_V [x_i, centre_i] over all N tokens,
+      differentiable everywhere (no top-k): [B, value_dim];
     - output 'coordinates' (AttentionAgent's): the centres only, [B, 2 top_k] (no gradient
       reaches the encoder).
     Omega [num_features, qk_dim] and Lambda [angular_features, qk_dim] are drawn at init
@@ -312,10 +314,14 @@ class AttentionEncoder(nn.Module):
         q = nn.Dense(self.qk_dim, name="query")(tokens) * scale
         k = nn.Dense(self.qk_dim, name="key")(tokens) * scale
         importance = self.importance(q, k)
+        value = nn.Dense(self.value_dim, name="value")
+        if self.output == "soft_pool":      # [B, N, dv] values of every token: linear in N
+            every_centre = jnp.broadcast_to(centres, (*tokens.shape[:-1], 2))
+            values = value(jnp.concatenate([tokens, every_centre], axis=-1))
+            return jnp.einsum("bn,bnd->bd", jax.nn.softmax(importance, axis=-1), values)
         chosen, chosen_tokens, chosen_centres = select_top_k(importance, tokens, centres,
                                                              self.top_k)
-        values = nn.Dense(self.value_dim, name="value")(
-            jnp.concatenate([chosen_tokens, chosen_centres], axis=-1))     # [B, K, dv]
+        values = value(jnp.concatenate([chosen_tokens, chosen_centres], axis=-1))  # [B, K, dv]
         if self.output == "coordinates":
             return chosen_centres.reshape(obs.shape[0], -1)
         features = jnp.concatenate([chosen_centres, chosen[..., None] * values], axis=-1)

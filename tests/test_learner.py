@@ -1,5 +1,5 @@
 """agents.learner: the data-parallel update over a device mesh equals one device's update on
-the full batch for every preset, fused updates equal sequential ones, and two processes
+the full batch for every kind of update, fused updates equal sequential ones, and two processes
 joined by jax.distributed end with identical parameters (tests/conftest.py gives this
 process two CPU devices)."""
 import os
@@ -16,6 +16,7 @@ from dm_env import specs
 from pixelzoo import agents
 from pixelzoo.agents.learner import Learner, fuse_updates, make_mesh
 from pixelzoo.replay import Batch
+from pixelzoo.replay.windows import Windows
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BATCH = 4
@@ -26,13 +27,23 @@ TINY = dict(hidden_dim=8, feature_dim=4, batch_size=BATCH, replay_capacity=100,
             num_seed_frames=0)
 
 
-def random_batches(seed: int, obs_spec: specs.Array, leading: tuple[int, ...]) -> Batch:
-    """A Batch with leaves [*leading, ...] of random values."""
+def random_batches(seed: int, obs_spec: specs.Array, leading: tuple[int, ...],
+                   window: int | None = None) -> Batch | Windows:
+    """A Batch with leaves [*leading, ...] of random values; with `window` L, Windows of L
+    transitions (the routine presets' update input) with a prefix mask cut at random."""
     rng = np.random.default_rng(seed)
     if obs_spec.dtype == np.uint8:
-        obs = lambda: rng.integers(0, 256, (*leading, *obs_spec.shape), dtype=np.uint8)
+        obs = lambda *more: rng.integers(0, 256, (*leading, *more, *obs_spec.shape),
+                                         dtype=np.uint8)
     else:
-        obs = lambda: rng.normal(size=(*leading, *obs_spec.shape)).astype(np.float32)
+        obs = lambda *more: rng.normal(size=(*leading, *more, *obs_spec.shape)).astype(
+            np.float32)
+    if window is not None:
+        valid = rng.integers(1, window + 1, leading)[..., None]      # prefix lengths 1..L
+        return Windows(obs=obs(), actions=rng.uniform(-1, 1, (*leading, window, 2)).astype(
+            np.float32), rewards=rng.uniform(0, 1, (*leading, window)).astype(np.float32),
+            discounts=np.full((*leading, window), 0.99, np.float32), next_obs=obs(window),
+            mask=(np.arange(window) < valid).astype(np.float32))
     return Batch(obs=obs(), action=rng.uniform(-1, 1, (*leading, 2)).astype(np.float32),
                  reward=rng.uniform(0, 1, leading).astype(np.float32),
                  discount=np.full(leading, 0.99**3, np.float32), next_obs=obs())
@@ -45,19 +56,20 @@ def assert_trees_close(got, want, rtol=1e-4, atol=1e-5):
                                    err_msg=jax.tree_util.keystr(path[0]))
 
 
-# Presets whose update takes a Batch of transitions; the routine presets' update takes
-# windows (replay.windows) and is not covered here yet.
-BATCH_PRESETS = [name for name in agents.names()
-                 if agents.build_config(name).policy_space != "routine"]
+# Every update function, critic kind, actor kind and encoder family: flare and d2rl change
+# only layer shapes of the drqv2 update, and seer's update before the freeze is drqv2's.
+SHARDED_PRESETS = [name for name in agents.names() if name not in ("flare", "d2rl", "seer")]
 
 
 @pytest.mark.slow(25)
-@pytest.mark.parametrize("preset", BATCH_PRESETS)
+@pytest.mark.parametrize("preset", SHARDED_PRESETS)
 def test_sharded_update_equals_the_single_device_update_on_the_full_batch(preset):
     assert jax.device_count() == 2
     agent = agents.make(preset, PIXEL_SPEC, ACTION_SPEC, **TINY)
     state = agent.init(jax.random.key(0))
-    batches = random_batches(1, PIXEL_SPEC, (1, BATCH))
+    routine = agent.config.policy_space == "routine"      # the update takes windows
+    batches = random_batches(1, PIXEL_SPEC, (1, BATCH),
+                             agent.config.routine_len if routine else None)
     key = jax.random.key(2)
     want_state, want_metrics = jax.jit(agent.update)(
         state, jax.tree.map(lambda x: x[0], batches), key)

@@ -89,7 +89,7 @@ def test_two_processes_train_four_seeds_like_one_process_and_resume_after_a_kill
     pair = start_pair(multi, "--num_frames=4000")
     deadline = time.time() + 300
     checkpoints = RunCheckpointer(str(multi / "checkpoints"))
-    while time.time() < deadline and (checkpoints.latest_frame() or 0) < 2000:
+    while time.time() < deadline and (checkpoints.latest_frame() or 0) < 1600:
         assert all(p.poll() is None for p in pair), pair[0].communicate()[1][-3000:]
         time.sleep(0.2)
         checkpoints = RunCheckpointer(str(multi / "checkpoints"))
@@ -124,7 +124,7 @@ def test_two_processes_train_four_seeds_like_one_process_and_resume_after_a_kill
         "The workdir keeps the last checkpoint: relaunch the same command on every process "
         "to resume"]
     complete = RunCheckpointer(str(multi / "checkpoints")).latest_frame()
-    assert complete >= 2000
+    assert complete >= 1600       # newer than the first launch's last checkpoint (1200)
 
     # The newest checkpoint does not restore on process 1 (its replays are cut short): process
     # 0 moves it aside, both resume from the one before, in the same launch.

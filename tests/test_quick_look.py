@@ -1,5 +1,6 @@
-"""The README's quick look, shortened: the same train command learns, stays quiet, and the
-same plot command writes its curve."""
+"""The README's quick look, shortened: the same train command runs quietly and the same plot
+command writes its curve (that its recipe learns: tests/test_train.py,
+test_the_quick_look_recipe_learns_cartpole_balance)."""
 import csv
 import pathlib
 import re
@@ -11,7 +12,7 @@ import pytest
 from pixelzoo.launch import quick_look
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHORT_FRAMES = 10_000     # of the quick look's 40,000: about 35 s of training on 2 cores
+SHORT_FRAMES = 4_000      # of the quick look's 40,000: the seed frames, then 750 updates
 
 
 def one_line(text: str) -> str:
@@ -46,8 +47,7 @@ def test_the_quick_look_learns_quietly_and_plots_its_curve(tmp_path):
     with open(workdir / "eval.csv", newline="") as file:
         evals = [(int(row["frame"]), float(row["episode_return"])) for row in csv.DictReader(file)]
     assert [frame for frame, _ in evals] == list(range(0, SHORT_FRAMES + 1, 2000))
-    first, last = evals[0][1], evals[-1][1]
-    assert last > first + 100, evals          # ~300 (random) -> ~430 at 10k frames (seed 1)
+    assert all(0 <= episode_return <= 1000 for _, episode_return in evals), evals
 
     plot = subprocess.run([sys.executable, "-m", "pixelzoo.launch.plot",
                            *quick_look.plot_args(str(workdir))], cwd=tmp_path,

@@ -211,6 +211,66 @@ def test_checkpoint_round_trips_agent_state_and_replay_exactly(tmp_path):
         np.testing.assert_array_equal(got, want)
 
 
+class Crash(Exception):
+    """Ends a run mid-way without the save a stop request makes (as SIGKILL would)."""
+
+
+@pytest.mark.slow(25)
+@pytest.mark.parametrize("preset", ["sspg", "rtsac"])
+def test_acting_state_survives_a_crash_between_checkpoints_bit_for_bit(tmp_path, monkeypatch,
+                                                                        preset):
+    """SSPG's chains and Routines' queue live in the agent state: a run that dies between
+    checkpoints resumes with the acting state of its last checkpoint, bit for bit. A resume
+    starts a new episode (the environments restart, launch.run.env_seed): SSPG's chains run
+    on into it, and the routine queue starts empty as at every episode start."""
+    from pixelzoo.launch import run as run_module
+    saved, resumed = {}, {}
+    real_save, real_driver_init = run_module.Run.save, loop.Driver.__init__
+
+    def recording_save(self, frame, state, loop_state):
+        saved[frame] = jax.tree.map(np.array, state.acting)
+        real_save(self, frame, state, loop_state)
+
+    def recording_driver_init(self, run, state, *args, **kwargs):
+        resumed["restored"] = jax.tree.map(np.array, state.acting)
+        real_driver_init(self, run, state, *args, **kwargs)
+        resumed["episode_start"] = jax.tree.map(np.array, self.state.acting)
+
+    monkeypatch.setattr(run_module.Run, "save", recording_save)
+    monkeypatch.setattr(loop.Driver, "__init__", recording_driver_init)
+    spec = {"agent": preset, "task": "cartpole_swingup", "seed": 0, "num_frames": 10_000,
+            "config": agents.build_config(
+                preset, obs_type="state", hidden_dim=16, feature_dim=8, batch_size=8,
+                action_repeat=2, num_seed_frames=20, routine_warmup_updates=2,
+                eval_every_frames=100_000, num_eval_episodes=1, checkpoint_every_frames=14,
+                log_every_frames=100_000, replay_capacity=2000).to_dict()}
+    def crash_after(agent_steps: int):
+        """A should_stop that raises Crash when asked after `agent_steps` agent steps."""
+        checks = iter(range(10**6))
+
+        def should_stop() -> bool:
+            if next(checks) >= agent_steps:
+                raise Crash()
+            return False
+        return should_stop
+
+    with pytest.raises(Crash):                  # dies at frame 90, its last checkpoint 84
+        loop.train(spec, str(tmp_path), should_stop=crash_after(45), num_devices=1)
+    assert max(saved) == 84
+    with pytest.raises(Crash):                  # resumes, then dies before its first step
+        loop.train(spec, str(tmp_path), should_stop=crash_after(0), num_devices=1)
+    want = saved[84]
+    jax.tree.map(np.testing.assert_array_equal, resumed["restored"], want)
+    if preset == "sspg":           # the chains run on across resets and resumes
+        assert np.any(want["explore_chains"] != 0)
+        jax.tree.map(np.testing.assert_array_equal, resumed["episode_start"], want)
+    else:                          # the checkpoint was mid-routine; the new episode queries
+        assert int(want["train"]["remaining"][0]) > 0
+        assert int(resumed["episode_start"]["train"]["remaining"][0]) == 0
+        np.testing.assert_array_equal(resumed["episode_start"]["eval"]["queue"],
+                                      want["eval"]["queue"])
+
+
 @pytest.mark.slow(55)
 def test_num_seeds_trains_the_agents_of_separate_single_seed_runs(tmp_path):
     """K vmapped seeds in one run reach the states of K single-seed runs with the same keys,
@@ -258,14 +318,21 @@ def _state_specs():
 
 # ----------------------------------------------------------------------------- learning
 @pytest.mark.slow(75)
-def test_drqv2_from_state_learns_cartpole_balance(tmp_path):
-    """Return well above the random policy's within a small budget (state observations)."""
-    spec = tiny_spec(obs_type="state", aug="none", hidden_dim=256, feature_dim=50,
-                     batch_size=128, action_repeat=4, update_every_steps=1, lr=3e-4,
-                     num_seed_frames=1000, stddev_steps=2000, eval_every_frames=10_000,
-                     num_eval_episodes=2, checkpoint_every_frames=100_000,
-                     log_every_frames=100_000, replay_capacity=100_000)
-    spec.update(task="cartpole_balance", num_frames=10_000)
+def test_the_quick_look_recipe_learns_cartpole_balance(tmp_path):
+    """The README's quick look (launch/quick_look.py: DrQ-v2 from state) to 10k frames, seed 0:
+    its return well above the random policy's (tests/test_quick_look.py runs the command)."""
+    from pixelzoo.launch import quick_look
+    defaults = agents.Config()
+    recipe = {}
+    for arg in quick_look.TRAIN_ARGS:
+        if arg.startswith("--config."):
+            name, value = arg[len("--config."):].split("=", 1)
+            recipe[name] = type(getattr(defaults, name))(value)
+    recipe.update(eval_every_frames=10_000, num_eval_episodes=2,
+                  checkpoint_every_frames=100_000, log_every_frames=100_000)
+    assert "--agent=drqv2" in quick_look.TRAIN_ARGS
+    spec = {"agent": "drqv2", "task": "cartpole_balance", "seed": 0, "num_frames": 10_000,
+            "config": agents.build_config("drqv2", task="cartpole_balance", **recipe).to_dict()}
     assert loop.train(spec, str(tmp_path), should_stop=lambda: False, num_devices=1)
     evals = read_csv(tmp_path / "eval.csv")
     random_return, final_return = float(evals[0]["episode_return"]), float(evals[-1]["episode_return"])

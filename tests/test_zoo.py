@@ -1,6 +1,6 @@
 """The agent zoo's mechanisms against independent computations: GPL's penalty and dual beta,
 Flare's latent flow and its stop-gradient, A-LIX inside the agent, D2RL widths, and every
-preset (and one combination of all parts) training end to end."""
+base, Routine SAC from pixels and one combination of all parts training end to end."""
 import itertools
 
 import jax
@@ -178,14 +178,18 @@ def test_nonsense_combinations_are_refused_with_the_valid_values():
         agents.build_config("drqv2", optimism_shift=-0.1)
 
 
-PRESET_RUNS = [(name, {}) for name in ("drqv2", "flare", "alix", "gpl", "d2rl", "drq")] + [
+# Both bases end to end, and every other part (flare, A-LIX, GPL, D2RL, device replay, fused
+# updates, vmapped seeds, resume) in one full combination; each preset's update values are
+# pinned by tests/test_golden.py.
+PRESET_RUNS = [(name, {}) for name in ("drqv2", "drq")] + [
+    ("rtsac", dict(obs_type="pixels", aug="shift", routine_warmup_updates=2)),
     ("alix", dict(encoder="flare", critic="gpl", num_critics=3, mlp="d2rl", replay="device",
                   updates_per_call=2))]
 
 
 @pytest.mark.slow(25)
 @pytest.mark.parametrize("name, overrides", PRESET_RUNS)
-def test_every_preset_and_a_full_combination_train_end_to_end(tmp_path, name, overrides):
+def test_both_bases_routines_from_pixels_and_a_full_combination_train_end_to_end(tmp_path, name, overrides):
     values = dict(image_size=16, hidden_dim=16, feature_dim=8, batch_size=8, action_repeat=8,
                   num_seed_frames=160, num_eval_episodes=0, checkpoint_every_frames=400,
                   log_every_frames=400, replay_capacity=1000, update_every_steps=1)
