@@ -119,6 +119,29 @@ def test_fused_updates_equal_sequential_updates_with_split_keys():
     assert_trees_close(single_state, plain_state, rtol=0, atol=0)
 
 
+def test_update_memory_counts_the_arguments_exactly_and_scratch_grows_with_the_batch():
+    """launch.benchmark's memory columns (Learner.update_memory): 'arguments' is the agent
+    state's, the batch's and the key's bytes; 'outputs' holds at least the new state and
+    the metrics; 'temp' (activations, gradients) grows with the batch."""
+    nbytes = lambda tree: sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(tree))
+    temps = []
+    for batch_size in (4, 64):
+        agent = agents.make("drqv2", STATE_SPEC, ACTION_SPEC, **{**TINY, "batch_size": batch_size},
+                            obs_type="state", aug="none")
+        state = agent.init(jax.random.key(0))
+        learner = Learner(agent, make_mesh(1))
+        batches = random_batches(1, STATE_SPEC, (1, batch_size))
+        memory = learner.update_memory(learner.put_state(state), learner.put_batch(batches),
+                                       jax.random.key(1))
+        _, metrics = learner.update(learner.put_state(state), learner.put_batch(batches),
+                                    jax.random.key(1))
+        key_bytes = 8                                      # a threefry key: two uint32
+        assert memory["arguments"] == nbytes(state) + nbytes(batches) + key_bytes
+        assert memory["outputs"] >= nbytes(state) + nbytes(metrics)
+        temps.append(memory["temp"])
+    assert temps[1] > 4 * temps[0] > 0
+
+
 def test_bad_device_counts_and_indivisible_batches_are_refused():
     with pytest.raises(ValueError, match=r"num_devices=3 must be in \[1, 2\]"):
         make_mesh(3)
