@@ -176,11 +176,7 @@ def update(setup: UpdateSetup, state: AgentState, windows,
     features = sg(nets.encoder.apply(params["encoder"], obs))
     params, opt_states, actor_metrics = actor_and_temperature_steps(
         setup, state.update_step, params, opt_states, features, actor_value_fn, key_actor)
-    params = steps.redraw_step(setup, params, key)
-    new_state = state.replace(
-        params=params, opt_states=opt_states, update_step=state.update_step + 1,
-        target_params=steps.target_step(config, state.update_step, state.target_params,
-                                        params, setup.frozen))
+    new_state = steps.next_state(setup, state, params, opt_states, key)
     metrics.update(kind_metrics, **actor_metrics, **target_metrics, q_mean=jnp.mean(q[:, :, 0]),
                    target_q_mean=jnp.mean(targets[:, 0]), batch_reward=jnp.mean(windows.rewards[:, 0]),
                    prefix_mask_mean=jnp.mean(windows.mask))

@@ -95,11 +95,7 @@ def update(setup: UpdateSetup, state: AgentState, batch: Batch,
     params, opt_states, actor_metrics = actor_and_temperature_steps(
         setup, state.update_step, params, opt_states, features, actor_value_fn, key_actor)
 
-    params = steps.redraw_step(setup, params, key)
-    new_state = AgentState(
-        params=params, opt_states=opt_states, update_step=state.update_step + 1,
-        target_params=steps.target_step(config, state.update_step, state.target_params,
-                                        params, setup.frozen))
+    new_state = steps.next_state(setup, state, params, opt_states, key)
     metrics = {"critic_loss": critic_loss, **critic_kind_metrics, **actor_metrics,
                "alpha": jnp.exp(params["log_alpha"]), "q_mean": jnp.mean(q),
                "target_q_mean": jnp.mean(target), "batch_reward": jnp.mean(batch.reward)}

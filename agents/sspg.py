@@ -108,12 +108,8 @@ def update(setup: UpdateSetup, state: AgentState, batch: Batch,
         setup, state.update_step, params, opt_states, sg(features), batch.action, length,
         actor_value_fn, key_actor)
 
-    params = steps.redraw_step(setup, params, key)
     acting, window_metrics = acting_metrics({**state.acting, "min_steps": min_steps})
-    new_state = state.replace(
-        params=params, opt_states=opt_states, update_step=state.update_step + 1,
-        target_params=steps.target_step(config, state.update_step, state.target_params,
-                                        params, setup.frozen), acting=acting)
+    new_state = steps.next_state(setup, state, params, opt_states, key, acting=acting)
     metrics.update(critic_kind_metrics, **actor_metrics, **window_metrics,
                    alpha=jnp.exp(params["log_alpha"]), q_mean=jnp.mean(q),
                    target_q_mean=jnp.mean(target), batch_reward=jnp.mean(batch.reward),

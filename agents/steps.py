@@ -3,7 +3,8 @@
 Each is a pure function over explicit arguments that returns new values (parameters,
 optimiser states, metrics) and changes none of its arguments. The base-specific critic and
 actor steps are in the base modules; these are the ones any base may take:
-`lix_step`, `pessimism_step`, `temperature_step`, `redraw_step`, `target_step`.
+`lix_step`, `pessimism_step`, `temperature_step`, `redraw_step`, `target_step`, and
+`next_state` (how every update ends: `redraw_step`, then `target_step`).
 """
 import functools
 
@@ -90,6 +91,19 @@ def redraw_step(setup: UpdateSetup, params: dict, key: jax.Array) -> dict:
     encoder = redraw_projections(params["encoder"], jax.random.fold_in(key, REDRAW_SALT),
                                  config.ia_orthogonal)
     return {**params, "encoder": encoder}
+
+
+def next_state(setup: UpdateSetup, state, params: dict, opt_states: dict, key: jax.Array,
+               **changes):
+    """The AgentState an update ends with, for every update kind: the encoder's random
+    projections redrawn where configured (`redraw_step`), the targets moved towards the
+    result (`target_step`) and the update count advanced; `changes` (SSPG's and Routines'
+    acting state) replace further fields."""
+    params = redraw_step(setup, params, key)
+    return state.replace(
+        params=params, opt_states=opt_states, update_step=state.update_step + 1,
+        target_params=target_step(setup.config, state.update_step, state.target_params,
+                                  params, setup.frozen), **changes)
 
 
 def _copy_constants(target: dict, online: dict) -> dict:

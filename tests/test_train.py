@@ -1,6 +1,7 @@
 """launch.train end to end: bad input, SIGKILL and resume, SIGTERM, refused config changes,
 non-finite losses, orbax round trips, and one run that shows learning."""
 import csv
+import itertools
 import os
 import pathlib
 import signal
@@ -244,9 +245,10 @@ def test_acting_state_survives_a_crash_between_checkpoints_bit_for_bit(tmp_path,
                 action_repeat=2, num_seed_frames=20, routine_warmup_updates=2,
                 eval_every_frames=100_000, num_eval_episodes=1, checkpoint_every_frames=14,
                 log_every_frames=100_000, replay_capacity=2000).to_dict()}
+
     def crash_after(agent_steps: int):
         """A should_stop that raises Crash when asked after `agent_steps` agent steps."""
-        checks = iter(range(10**6))
+        checks = itertools.count()
 
         def should_stop() -> bool:
             if next(checks) >= agent_steps:
