@@ -467,9 +467,9 @@ def _routine_errors(config: Config) -> list[str]:
     if config.nstep != 1:
         errors.append(f"policy_space='routine' needs nstep=1 (its prefixes give the k-step "
                       f"returns), got nstep={config.nstep}")
-    if config.critic == "gpl_quantile" or config.seer_freeze_frames:
-        errors.append("policy_space='routine' takes critic='twin' or 'gpl' and no SEER "
-                      "freeze (seer_freeze_frames=0)")
+    if config.critic == "gpl_quantile":
+        errors.append("policy_space='routine' takes critic='twin' or 'gpl', got "
+                      "critic='gpl_quantile'")
     if config.replay != "host":
         errors.append("policy_space='routine' samples windows from the host replay "
                       "(replay='host')")

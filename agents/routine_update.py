@@ -71,12 +71,12 @@ def critic_and_routine_loss(trainable: dict, nets, obs: jnp.ndarray, actions: jn
     Returns (loss, (Q [N, B, L], td loss, J_lc))."""
     batch, length = actions.shape[:2]
     features = nets.encoder.apply(trainable["encoder"], obs)
-    prefixes = nets.actor.apply(trainable["routine"], actions, method=nets.actor.encode)
+    prefixes = nets.actor.apply(trainable["routine"], actions, method="encode")
     flat = prefixes.reshape(batch * length, -1)
     q = nets.critic.apply(trainable["critic"], jnp.repeat(features, length, axis=0), flat)
     q = q.reshape(q.shape[0], batch, length)
     td = rl.prefix_td_loss(q, targets, mask)
-    stop_logits = nets.actor.apply(trainable["routine"], flat, method=nets.actor.decode)[2]
+    stop_logits = nets.actor.apply(trainable["routine"], flat, method="decode")[2]
     consistency = rl.length_consistency_loss(stop_logits.reshape(batch, length, length), mask)
     return td + consistency, (q, td, consistency)
 
@@ -162,7 +162,8 @@ def update(setup: UpdateSetup, state: AgentState, windows,
     key_obs, key_next, key_target, key_actor = jax.random.split(key, 4)
     obs = setup.augment(windows.obs, key_obs, 1)
     flat_next = windows.next_obs.reshape(batch * length, *windows.next_obs.shape[2:])
-    next_obs = setup.augment(flat_next, key_next, 1).reshape(windows.next_obs.shape)
+    flat_next = setup.augment(flat_next, key_next, 1)   # SEER: one picked copy per obs
+    next_obs = flat_next.reshape(batch, length, *flat_next.shape[1:])
     next_values, target_metrics = next_routine_values(setup, state.params, state.target_params,
                                                       next_obs, key_target)
     targets = rl.prefix_td_targets(windows.rewards, windows.discounts, next_values,

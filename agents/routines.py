@@ -36,6 +36,10 @@ class RoutinePolicy(nn.Module):
         one Dense shared over positions.
     encode: actions [B, L, A] -> z [B, L, Dz], `routine_losses.prefix_encode` (glorot
         kernels, zero biases, as Keras' defaults).
+    trunk / head: the routine actor's two halves (SEER stores the trunk's output and, after
+        its freeze, runs the head alone; `agents.seer.HeadOf`).
+    Callers name the methods by string (method='decode'), so that a `seer.HeadOf` wrapping
+    this module can pass them through.
     """
 
     routine_dim: int
@@ -75,6 +79,14 @@ class RoutinePolicy(nn.Module):
             self.encode(self.decode(z)[0])
         return z
 
+    def trunk(self, h: jnp.ndarray) -> jnp.ndarray:
+        """features [B, D] -> the actor's trunk output [B, feature_dim]."""
+        return self.policy.trunk(h)
+
+    def head(self, trunk_output: jnp.ndarray) -> jnp.ndarray:
+        """The actor's trunk output [B, feature_dim] -> z [B, Dz]."""
+        return self.policy.head(trunk_output)
+
     def decode(self, z: jnp.ndarray):
         hidden = nn.relu(self.decoder_hidden(z))
         per_position = hidden.reshape(z.shape[0], self.routine_len, -1)
@@ -107,7 +119,7 @@ def decode_sample(module: RoutinePolicy, params, z: jnp.ndarray, key: jax.Array,
     tanh(mean + sigma eps) with log sigma = `routine_losses.decoder_log_std` on the sac
     base when noise, tanh(mean) otherwise."""
     key_action, key_length = jax.random.split(key)
-    mean, raw_log_std, stop_logits = module.apply(params, z, method=module.decode)
+    mean, raw_log_std, stop_logits = module.apply(params, z, method="decode")
     if module.stochastic and noise:
         actions, log_probs = losses.tanh_gaussian_sample(
             mean, rl.decoder_log_std(raw_log_std), key_action)          # sums over A only
@@ -124,7 +136,7 @@ def autoencode(module: RoutinePolicy, params, z: jnp.ndarray, key: jax.Array,
 
     Returns (z' [B, Dz], actions [B, L, A], log-densities [B, L], length [B])."""
     actions, log_probs, length, _ = decode_sample(module, params, z, key, noise)
-    prefixes = module.apply(params, actions, method=module.encode)           # [B, L, Dz]
+    prefixes = module.apply(params, actions, method="encode")         # [B, L, Dz]
     reencoded = jnp.take_along_axis(prefixes, (length - 1)[:, None, None], axis=1)[:, 0]
     return reencoded, actions, log_probs, length
 

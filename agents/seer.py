@@ -67,21 +67,31 @@ class StoredLatents:
 @dataclasses.dataclass(frozen=True)
 class HeadOf:
     """An actor or critic module applied to its slice [start, stop) of stored latents
-    [B, 2F], through its head only (its trunk's output is what was stored)."""
+    [B, 2F], through its head only (its trunk's output is what was stored). Its other
+    methods (a routine actor's 'decode' and 'encode', which read no features) and its
+    attributes (`stochastic`) are the module's own."""
 
     module: object
     start: int
     stop: int
 
-    def apply(self, params, latents: jnp.ndarray, *args, method: str | None = None):
-        """method None: the head on the slice; 'trunk': the slice itself (what the trunk
-        gave when stored); 'head': the head on a trunk output given as it is."""
+    def apply(self, params, inputs: jnp.ndarray, *args, method: str | None = None):
+        """method None: the head on the slice of latents `inputs`; 'trunk': the slice itself
+        (what the trunk gave when stored); 'head': the head on a trunk output given as it
+        is; any other method name: the module's method on `inputs` as they are."""
         if method == "trunk":
-            return latents[:, self.start:self.stop]
-        if method == "head":
-            return self.module.apply(params, latents, *args, method="head")
-        return self.module.apply(params, latents[:, self.start:self.stop], *args,
-                                 method="head")
+            return inputs[:, self.start:self.stop]
+        if method is None:
+            return self.module.apply(params, inputs[:, self.start:self.stop], *args,
+                                     method="head")
+        if not isinstance(method, str):
+            raise TypeError(f"HeadOf takes method names (strings), got {method!r}")
+        return self.module.apply(params, inputs, *args, method=method)
+
+    def __getattr__(self, name: str):
+        if name == "module":         # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.module, name)
 
 
 def frozen_labels(params: dict) -> dict:

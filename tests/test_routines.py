@@ -281,6 +281,13 @@ def test_presets_recipes_and_config_errors():
         agents.build_config("rttd3", routine_len=3)
     with pytest.raises(ValueError, match="policy_space"):
         agents.build_config("rtsac", policy_space="plans")
+    with pytest.raises(ValueError, match="takes critic='twin' or 'gpl'"):
+        agents.build_config("rtsac", critic="gpl_quantile")
+    # SEER composes with routines from pixels (tests/test_seer.py), not from state.
+    assert agents.build_config("rttd3", obs_type="pixels", aug="shift",
+                               seer_freeze_frames=1000).seer_freeze_frames == 1000
+    with pytest.raises(ValueError, match="state observations have none to freeze"):
+        agents.build_config("rtsac", seer_freeze_frames=1000)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,8 @@
 the replay into latents, the frozen layers, the heads-only update against a hand-made
 reference, and the freeze inside the training loop (seeds, device replay, resume, SIGKILL)."""
 
+import functools
+
 import dm_env
 import jax
 import jax.numpy as jnp
@@ -24,8 +26,8 @@ SMALL = dict(hidden_dim=16, feature_dim=4, batch_size=BATCH, replay_capacity=100
              seer_freeze_frames=8, seer_num_copies=COPIES)
 
 
-def make_agent(**overrides):
-    return agents.make("seer", PIXEL_SPEC, ACTION_SPEC, **{**SMALL, **overrides})
+def make_agent(preset="seer", **overrides):
+    return agents.make(preset, PIXEL_SPEC, ACTION_SPEC, **{**SMALL, **overrides})
 
 
 def test_the_capacity_rule():
@@ -185,7 +187,9 @@ def _zero_frozen(grads: dict) -> dict:
 def _frozen_parts(state):
     """The encoder and trunks, and the target critic's trunk (and encoder copy, for DrQ)."""
     p, t = state.params, state.target_params
-    return (p["encoder"], p["actor"]["params"]["Trunk_0"], p["critic"]["params"]["Trunk_0"],
+    actor = p["actor"]["params"]
+    actor = actor.get("policy", actor)              # a routine actor's is inside its policy
+    return (p["encoder"], actor["Trunk_0"], p["critic"]["params"]["Trunk_0"],
             t["critic"]["params"]["Trunk_0"], t.get("encoder"))
 
 
@@ -234,12 +238,12 @@ def test_the_loop_freezes_every_seed_at_the_same_frame_and_resumes_past_it(tmp_p
     assert all(float(row["critic_loss"]) > 0 for row in rows)
 
 
-def _stacked_template(config, num_seeds, frozen=False):
+def _stacked_template(config, num_seeds, frozen=False, name="seer"):
     """K stacked initial states; frozen: SEER's state after the freeze, whose optimiser
     states are the frozen optimisers' (another structure)."""
     from pixelzoo import envs
     env = envs.make("cartpole_swingup", seed=0, image_size=16, action_repeat=8)
-    agent = agents.make_from_config("seer", config, env.observation_spec(), env.action_spec())
+    agent = agents.make_from_config(name, config, env.observation_spec(), env.action_spec())
     state = agent.init(jax.random.key(0))
     if frozen:
         state = agent.seer.freeze(state)
@@ -295,3 +299,98 @@ def test_seer_composes_with_every_pixel_preset(preset, overrides):
         assert float(new.params["lix_p"]) == float(state.params["lix_p"])
     if agent.config.critic == "gpl":
         assert float(new.params["beta"]) != float(state.params["beta"])
+
+
+# ----------------------------------------------------------------------------- Routines
+@pytest.mark.slow(20)
+@pytest.mark.parametrize("preset", ["rtsac", "rttd3"])
+def test_routines_on_stored_latents_update_as_the_pixel_update_with_frozen_layers(preset):
+    """Routine SAC and TD3 from pixels with SEER, frozen after two pixel updates: one update
+    on latent windows (obs [B, m, 2F], next_obs [B, L, m, 2F]) whose picked copies are the
+    pixel update's shifted frames equals the pixel update run with the frozen optimisers; three more leave the encoder
+    and both trunks bit-identical while the heads and the routine encoder/decoder train."""
+    import dataclasses
+    from pixelzoo.agents import common, routine_update, seer
+    from pixelzoo.replay.windows import Windows
+    agent = make_agent(preset=preset, obs_type="pixels", aug="shift", hidden_dim=16)
+    length = agent.config.routine_len
+    rng = np.random.default_rng(4)
+    frames = lambda *lead: rng.integers(0, 256, (*lead, *PIXEL_SPEC.shape), dtype=np.uint8)
+    obs, next_obs = frames(BATCH), frames(BATCH, length)
+    f32 = lambda x: np.asarray(x, np.float32)
+    mask = f32(np.arange(length)[None] < rng.integers(1, length + 1, (BATCH, 1)))
+    pixel_windows = Windows(obs, f32(rng.uniform(-1, 1, (BATCH, length, ACTION_DIM))),
+                            f32(rng.random((BATCH, length))),
+                            f32(rng.random((BATCH, length)) > 0.2), next_obs, mask)
+    # Two pixel updates first (an actor step, then none), so that Adam's moments are not
+    # zero: its first step, lr * g / (|g| + eps), would turn float noise in tiny gradients
+    # into differences of order lr.
+    state = agent.init(jax.random.key(1))
+    for step in range(2):
+        state, _ = jax.jit(agent.update)(state, pixel_windows, jax.random.key(20 + step))
+    state = agent.seer.freeze(state)
+    key = jax.random.key(3)
+    key_obs, key_next, _, _ = jax.random.split(key, 4)      # routine_update.update's splits
+    pick = lambda k, count: np.asarray(jax.random.randint(k, (count,), 0, COPIES))
+    flat_next = next_obs.reshape(BATCH * length, *PIXEL_SPEC.shape)
+    latent_windows = pixel_windows._replace(
+        obs=_latents_with_copy(agent, state, obs, pick(key_obs, BATCH), key_obs),
+        next_obs=_latents_with_copy(agent, state, flat_next, pick(key_next, BATCH * length),
+                                    key_next).reshape(BATCH, length, COPIES, -1))
+    got, got_metrics = jax.jit(agent.seer.update_latent)(state, latent_windows, key)
+
+    setup = common.make_setup(agent.config, PIXEL_SPEC, ACTION_DIM)
+    frozen_pixels = dataclasses.replace(setup, frozen=True, optimizers=dataclasses.replace(
+        setup.optimizers, critic=seer.frozen_optimizer(setup.optimizers.critic),
+        actor=seer.frozen_optimizer(setup.optimizers.actor)))
+    want, want_metrics = jax.jit(functools.partial(routine_update.update, frozen_pixels))(
+        state, pixel_windows, key)
+    np.testing.assert_allclose(got_metrics["critic_loss"], want_metrics["critic_loss"],
+                               rtol=1e-5)
+    np.testing.assert_allclose(got_metrics["actor_loss"], want_metrics["actor_loss"],
+                               rtol=1e-5)
+    for a, b in zip(jax.tree.leaves((got.params, got.target_params)),
+                    jax.tree.leaves((want.params, want.target_params)), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    frozen = _frozen_parts(state)
+    actor = lambda s: s.params["actor"]["params"]
+    trained = lambda s: (s.params["critic"]["params"]["q_heads"], actor(s)["policy"]["MLP_0"],
+                         actor(s)["decoder_out"], actor(s)["position_kernels"])
+    for step in range(3):
+        got, _ = jax.jit(agent.seer.update_latent)(got, latent_windows, jax.random.key(10 + step))
+    for a, b in zip(jax.tree.leaves(_frozen_parts(got)), jax.tree.leaves(frozen), strict=True):
+        np.testing.assert_array_equal(a, b)       # bit-identical
+    for a, b in zip(trained(got), trained(state)):
+        assert not all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a),
+                                                              jax.tree.leaves(b)))
+
+
+@pytest.mark.slow(40)
+def test_routine_sac_from_pixels_freezes_and_resumes_on_latent_windows(tmp_path):
+    """Routine SAC from pixels with two vmapped seeds runs through SEER's freeze (windows
+    from then on come from the latent replays) and resumes frozen: the frozen layers stay
+    as they were at the freeze, the heads train, episodes report their policy queries."""
+    values = dict(obs_type="pixels", aug="shift", image_size=16, hidden_dim=16, feature_dim=8,
+                  batch_size=8, action_repeat=8, num_seed_frames=160, num_eval_episodes=0,
+                  checkpoint_every_frames=400, log_every_frames=400, replay_capacity=1000,
+                  routine_warmup_updates=2, seer_freeze_frames=240, seer_num_copies=2)
+    config = agents.build_config("rtsac", task="cartpole_swingup", **values)
+    spec = {"agent": "rtsac", "task": "cartpole_swingup", "seed": 0, "num_seeds": 2,
+            "num_frames": 400, "config": config.to_dict()}
+    assert loop.train(spec, str(tmp_path), should_stop=lambda: False)
+    spec["num_frames"] = 1600     # the resume starts an episode at 400; it ends at 1400
+    assert loop.train(spec, str(tmp_path), should_stop=lambda: False)
+    checkpoints = RunCheckpointer(str(tmp_path / "checkpoints"))
+    template = _stacked_template(config, 2, frozen=True, name="rtsac")
+    state_1200, _, loop_1200 = checkpoints.restore(1200, template)   # the two kept
+    state_1600, replays_1600, _ = checkpoints.restore(1600, template)
+    assert loop_1200["latent_capacity"] > 0
+    assert replays_1600["seed_1"]["observations"].shape[1:] == (2, 16)     # [m, 2F]
+    for a, b in zip(jax.tree.leaves(_frozen_parts(state_1600)),
+                    jax.tree.leaves(_frozen_parts(state_1200)), strict=True):
+        np.testing.assert_array_equal(a, b)
+    heads = lambda s: jax.tree.leaves(s.params["critic"]["params"]["q_heads"])
+    assert not any(np.array_equal(a, b) for a, b in zip(heads(state_1600), heads(state_1200)))
+    rows = read_csv(tmp_path / "train.csv")
+    assert {row["seed"] for row in rows} == {"0", "1"}
+    assert [int(row["policy_queries"]) >= 32 for row in rows] == [True, True]  # <= 4 actions each

@@ -1,6 +1,6 @@
 """The agent zoo's mechanisms against independent computations: GPL's penalty and dual beta,
 Flare's latent flow and its stop-gradient, A-LIX inside the agent, D2RL widths, and every
-base, Routine SAC from pixels and one combination of all parts training end to end."""
+base and one combination of all parts training end to end."""
 import itertools
 
 import jax
@@ -180,16 +180,16 @@ def test_nonsense_combinations_are_refused_with_the_valid_values():
 
 # Both bases end to end, and every other part (flare, A-LIX, GPL, D2RL, device replay, fused
 # updates, vmapped seeds, resume) in one full combination; each preset's update values are
-# pinned by tests/test_golden.py.
+# pinned by tests/test_golden.py. Routine SAC from pixels (through SEER's freeze) runs in
+# tests/test_seer.py.
 PRESET_RUNS = [(name, {}) for name in ("drqv2", "drq")] + [
-    ("rtsac", dict(obs_type="pixels", aug="shift", routine_warmup_updates=2)),
     ("alix", dict(encoder="flare", critic="gpl", num_critics=3, mlp="d2rl", replay="device",
                   updates_per_call=2))]
 
 
 @pytest.mark.slow(25)
 @pytest.mark.parametrize("name, overrides", PRESET_RUNS)
-def test_both_bases_routines_from_pixels_and_a_full_combination_train_end_to_end(tmp_path, name, overrides):
+def test_both_bases_and_a_full_combination_train_end_to_end(tmp_path, name, overrides):
     values = dict(image_size=16, hidden_dim=16, feature_dim=8, batch_size=8, action_repeat=8,
                   num_seed_frames=160, num_eval_episodes=0, checkpoint_every_frames=400,
                   log_every_frames=400, replay_capacity=1000, update_every_steps=1)
