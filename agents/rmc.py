@@ -12,7 +12,6 @@ The update is agents/sspg.py's.
 """
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from pixelzoo import networks
 from pixelzoo.agents import losses, sspg, sspg_losses

@@ -50,6 +50,7 @@ from absl import app, flags
 
 from pixelzoo import agents
 from pixelzoo import envs
+from pixelzoo.launch.quiet_logs import quiet_library_logs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("agent", "drqv2", "Agent preset.")
@@ -233,6 +234,7 @@ def checked_spec(seer: bool):
 
 def main(argv: list[str]) -> None:
     del argv
+    quiet_library_logs()    # third-party INFO only with --verbosity, as launch.train
     unknown = set(FLAGS.parts) - {"update", "act", "env", "loop", "seer"}
     if unknown:
         sys.exit(f"error: unknown --parts {sorted(unknown)}; choose from update, act, env, "

@@ -111,7 +111,7 @@ def _identity_problems(spec: RunSpec) -> tuple[list[str], list[str]]:
     try:
         check_task(spec.task)
     except ValueError as error:
-        problems.append(f"unknown task {spec.task!r}; choose one of: envs.names(). {error}")
+        problems.append(str(error))     # names the task, the closest ones and every valid one
     if spec.num_frames <= 0:
         problems.append(f"--num_frames={spec.num_frames} must be > 0")
     if spec.num_seeds < 1:

@@ -49,7 +49,9 @@ def read_csv(path):
 @pytest.mark.parametrize("args, message", [
     (["--agent=drqv3"],
      "unknown agent 'drqv3'; choose one of: drqv2, flare, alix, gpl, gpl_quantile, d2rl, drq"),
-    (["--task=cartpole_swingupp"], "unknown task 'cartpole_swingupp'; choose one of: "),
+    (["--task=cartpole_swingupp"], "Unknown task 'cartpole_swingupp'. Did you mean "
+                                   "cartpole_swingup, cartpole_swingup_sparse, acrobot_swingup? "
+                                   "Valid tasks (see envs.names()): acrobot_swingup,"),
     (["--config.batch_sise=3"], "(did you mean 'batch_size'?). Valid fields: base,"),
     (["--num_frames=0"], "--num_frames=0 must be > 0"),
     (["--num_seeds=0"], "--num_seeds=0 must be >= 1"),
