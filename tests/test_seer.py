@@ -1,6 +1,7 @@
 """SEER (stored embeddings) as a part of the ddpg base: the capacity rule, the conversion of
 the replay into latents, the frozen layers, the heads-only update against a hand-made
-reference, and the freeze inside the training loop (seeds, device replay, resume, SIGKILL)."""
+reference, and the freeze inside the training loop (seeds, device replay, resume, SIGKILL);
+and with Routines from pixels (windows of stored latents)."""
 
 import functools
 
