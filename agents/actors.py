@@ -37,14 +37,15 @@ def _tanh_gaussian_act(module, params, features, key, eval_mode: bool, explorati
 
 
 DETERMINISTIC = ActorKind(
-    build=lambda config, action_dim, dense_inputs, trunk_tanh: networks.DeterministicActor(
-        action_dim, config.feature_dim, config.hidden_dims, dense_inputs, trunk_tanh),
+    build=lambda config, action_dim, dense_inputs, trunk_kind: networks.DeterministicActor(
+        action_dim, config.feature_dim, config.hidden_dims, dense_inputs, trunk_kind,
+        config.mlp_init_gain),
     sample=_deterministic_sample, act=_deterministic_act, bases=("ddpg",))
 
 TANH_GAUSSIAN = ActorKind(
-    build=lambda config, action_dim, dense_inputs, trunk_tanh: networks.TanhGaussianActor(
+    build=lambda config, action_dim, dense_inputs, trunk_kind: networks.TanhGaussianActor(
         action_dim, config.feature_dim, config.hidden_dims, dense_inputs, config.log_std_min,
-        config.log_std_max, trunk_tanh),
+        config.log_std_max, trunk_kind, config.mlp_init_gain),
     sample=_tanh_gaussian_sample, act=_tanh_gaussian_act, bases=("sac",))
 
 register_actor("deterministic", DETERMINISTIC)

@@ -19,6 +19,7 @@ from pixelzoo.networks.attention import KERNELS as IA_KERNELS, OUTPUTS as IA_OUT
 BASES = ("ddpg", "sac")
 AUGS = ("shift", "none")
 MLPS = ("plain", "d2rl")
+TRUNKS = ("layernorm", "none")
 OBS_TYPES = ("pixels", "state")
 REPLAYS = ("host", "device")
 POLICY_SPACES = ("action", "routine")
@@ -47,6 +48,12 @@ class Config:
     num_critics: int = 2
     mlp: str = "plain"                  # plain or d2rl (input fed to every hidden layer)
     mlp_depth: int = 2                  # hidden layers of actor and critic MLPs
+    trunk: str = "layernorm"            # before the actor and critic MLPs: layernorm
+                                        # (Linear -> LayerNorm -> tanh to feature_dim, no
+                                        # tanh with Flare) or none (the MLPs read the
+                                        # encoder's output: the released state networks)
+    mlp_init_gain: float = 1.0          # orthogonal gain of the actor and critic MLPs
+                                        # (DrQ-v2: 1; released Routines and SSPG: sqrt 2)
     # Environment.
     obs_type: str = "pixels"
     image_size: int = 84
@@ -331,7 +338,7 @@ def _choice_and_type_errors(config: Config) -> list[str]:
     pixel_encoders = tuple(name for name in parts.ENCODERS if name != "state")
     for field, choices in (("base", BASES), ("encoder", pixel_encoders), ("aug", AUGS),
                            ("actor", ("auto", *parts.ACTORS)), ("critic", tuple(parts.CRITICS)),
-                           ("mlp", MLPS), ("obs_type", OBS_TYPES), ("replay", REPLAYS),
+                           ("mlp", MLPS), ("trunk", TRUNKS), ("obs_type", OBS_TYPES), ("replay", REPLAYS),
                            ("ia_kernel", IA_KERNELS), ("ia_output", IA_OUTPUTS),
                            ("ia_redraw", IA_REDRAWS),
                            ("sspg_act_mode", SSPG_ACT_MODES), ("sspg_eval", SSPG_EVALS),
@@ -364,7 +371,7 @@ def _range_errors(config: Config) -> list[str]:
         if getattr(config, name) < 0:
             errors.append(f"{name}={getattr(config, name)!r} must be >= 0")
     for name in ("lr", "init_temperature", "stddev_init", "lix_lr", "gpl_beta_lr",
-                 "quantile_kappa"):
+                 "quantile_kappa", "mlp_init_gain"):
         if getattr(config, name) <= 0:
             errors.append(f"{name}={getattr(config, name)!r} must be > 0")
     if not 0 < config.discount <= 1:
@@ -451,6 +458,9 @@ def _combination_errors(config: Config) -> list[str]:
     if config.seer_freeze_frames and config.obs_type != "pixels":
         errors.append("seer_freeze_frames freezes a pixel encoder; state observations have "
                       "none to freeze (use obs_type='pixels' or seer_freeze_frames=0)")
+    if config.seer_freeze_frames and config.trunk == "none":
+        errors.append("seer_freeze_frames stores the trunks' outputs; trunk='none' has no "
+                      "trunk (use trunk='layernorm' or seer_freeze_frames=0)")
     if config.encoder == "flare" and config.frame_stack < 2:
         errors.append("encoder='flare' needs frame_stack >= 2 (it encodes frame differences)")
     return errors

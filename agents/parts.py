@@ -30,8 +30,9 @@ from pixelzoo.agents.losses import CriticLoss, Exploration, ValueFn, ensemble_ms
 class ActorKind:
     """One kind of actor.
 
-    build(config, action_dim, dense_inputs, trunk_tanh) -> module: features [B, D] -> the
-        policy's outputs (with `trunk` and `head` methods, as networks.*Actor).
+    build(config, action_dim, dense_inputs, trunk_kind) -> module: features [B, D] -> the
+        policy's outputs (with `trunk` and `head` methods, as networks.*Actor; trunk_kind
+        is `networks.Trunk`'s kind, `parts.trunk_kind(config)`).
     sample(module, params, features [B, D], key, exploration) -> (action [B, A] in [-1, 1],
         log_prob [B]): the reparameterised draw the losses and targets use.
     act(module, params, features [B, D], key, eval_mode, exploration) -> action [B, A].
@@ -54,7 +55,7 @@ class ActorKind:
         acting state runs on across episodes).
     """
 
-    build: Callable[[Config, int, bool, bool], nn.Module]
+    build: Callable[[Config, int, bool, str], nn.Module]
     sample: Callable[..., tuple[jnp.ndarray, jnp.ndarray]]
     act: Callable[..., jnp.ndarray]
     bases: tuple[str, ...]
@@ -173,19 +174,28 @@ class Parts:
         return self.actor_kind.sample(self.actor, actor_params, features, key, exploration)
 
 
+def trunk_kind(config: Config) -> str:
+    """`networks.Trunk`'s kind for the actor and critic: config.trunk='layernorm' is DrQ-v2's
+    Linear -> LayerNorm -> tanh, without the tanh on Flare's latent flow; 'none' feeds the
+    encoder's output straight to the MLPs."""
+    if config.trunk == "none":
+        return "none"
+    return "layernorm" if config.encoder == "flare" else "tanh"
+
+
 def build_parts(config: Config, obs_spec: specs.Array, action_dim: int) -> Parts:
     """The modules and kinds `config` names (the state encoder for vector observations)."""
     encoder_name = config.encoder if is_pixels(obs_spec) else "state"
     dense_inputs = config.mlp == "d2rl"
-    trunk_tanh = config.encoder != "flare"
+    trunk = trunk_kind(config)
     actor_kind = ACTORS[actor_name(config)]
     critic_kind = CRITICS[config.critic]
     return Parts(
         encoder=ENCODERS[encoder_name](config),
-        actor=actor_kind.build(config, action_dim, dense_inputs, trunk_tanh),
+        actor=actor_kind.build(config, action_dim, dense_inputs, trunk),
         critic=networks.CriticEnsemble(config.num_critics, config.feature_dim,
-                                       config.hidden_dims, dense_inputs, trunk_tanh,
-                                       critic_kind.num_outputs(config)),
+                                       config.hidden_dims, dense_inputs, trunk,
+                                       critic_kind.num_outputs(config), config.mlp_init_gain),
         actor_kind=actor_kind, critic_kind=critic_kind,
         critic_action_dim=actor_kind.critic_action_dim(config, action_dim))
 

@@ -160,9 +160,9 @@ def _one_transition_sample(module, params, features, key, exploration=None):
 
 
 RMC = ActorKind(
-    build=lambda config, action_dim, dense_inputs, trunk_tanh: networks.RMCActor(
+    build=lambda config, action_dim, dense_inputs, trunk_kind: networks.RMCActor(
         action_dim, config.feature_dim, config.hidden_dims, dense_inputs, config.log_std_min,
-        config.log_std_max, trunk_tanh),
+        config.log_std_max, trunk_kind, config.mlp_init_gain),
     sample=_one_transition_sample,
     act=lambda module, params, features, key, eval_mode, exploration=None:
         _one_transition_sample(module, params, features, key)[0],

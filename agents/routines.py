@@ -52,14 +52,15 @@ class RoutinePolicy(nn.Module):
     dec_embed: int = 64
     stochastic: bool = True
     dense_inputs: bool = False
-    trunk_tanh: bool = True
+    trunk_kind: str = "tanh"            # networks.Trunk's kind
+    kernel_gain: float = 1.0            # the routine actor MLP's orthogonal gain
 
     def setup(self):
         glorot, zeros = nn.initializers.glorot_uniform(), nn.initializers.zeros
         L, A, he, hj = self.routine_len, self.action_dim, self.enc_embed, self.joint_embed
         self.policy = networks.DeterministicActor(self.routine_dim, self.feature_dim,
                                                   self.hidden_dims, self.dense_inputs,
-                                                  self.trunk_tanh)
+                                                  self.trunk_kind, self.kernel_gain)
         self.decoder_hidden = nn.Dense(self.dec_embed)
         outputs = (2 * A + 1) if self.stochastic else (A + 1)
         self.decoder_out = nn.Dense(outputs)
@@ -80,7 +81,7 @@ class RoutinePolicy(nn.Module):
         return z
 
     def trunk(self, h: jnp.ndarray) -> jnp.ndarray:
-        """features [B, D] -> the actor's trunk output [B, feature_dim]."""
+        """features [B, D] -> the actor's trunk output [B, feature_dim] ([B, D] with no trunk)."""
         return self.policy.trunk(h)
 
     def head(self, trunk_output: jnp.ndarray) -> jnp.ndarray:
@@ -102,12 +103,12 @@ class RoutinePolicy(nn.Module):
 
 
 def build_policy(config: Config, action_dim: int, dense_inputs: bool,
-                 trunk_tanh: bool) -> RoutinePolicy:
+                 trunk_kind: str) -> RoutinePolicy:
     return RoutinePolicy(config.routine_dim, config.routine_len, action_dim,
                          config.feature_dim, config.hidden_dims, config.routine_enc_embed,
                          config.routine_joint_embed, config.routine_dec_embed,
                          stochastic=config.base == "sac", dense_inputs=dense_inputs,
-                         trunk_tanh=trunk_tanh)
+                         trunk_kind=trunk_kind, kernel_gain=config.mlp_init_gain)
 
 
 def decode_sample(module: RoutinePolicy, params, z: jnp.ndarray, key: jax.Array,

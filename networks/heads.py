@@ -8,18 +8,30 @@ from pixelzoo.networks.init import dense
 from pixelzoo.networks.mlp import MLP
 
 
-class Trunk(nn.Module):
-    """Linear -> LayerNorm (-> tanh): [B, D] -> [B, feature_dim].
+TRUNK_KINDS = ("tanh", "layernorm", "none")
 
-    Flare drops the tanh (its latent differences carry meaning in their sign and size)."""
+
+class Trunk(nn.Module):
+    """The projection before the actor and critic MLPs, by kind:
+
+    tanh: Linear -> LayerNorm -> tanh, [B, D] -> [B, feature_dim] (DrQ-v2);
+    layernorm: Linear -> LayerNorm, [B, D] -> [B, feature_dim] (Flare: its latent
+        differences carry meaning in their sign and size);
+    none: the identity, [B, D] -> [B, D], no parameters (the released state-based MLPs of
+        Routines and SAC, which read the state directly).
+    """
 
     feature_dim: int
-    use_tanh: bool = True
+    kind: str = "tanh"
 
     @nn.compact
     def __call__(self, h: jnp.ndarray) -> jnp.ndarray:
+        if self.kind not in TRUNK_KINDS:
+            raise ValueError(f"unknown trunk kind {self.kind!r}; choose one of {TRUNK_KINDS}")
+        if self.kind == "none":
+            return h
         z = nn.LayerNorm(epsilon=1e-5)(dense(self.feature_dim)(h))
-        return jnp.tanh(z) if self.use_tanh else z
+        return jnp.tanh(z) if self.kind == "tanh" else z
 
 
 class DeterministicActor(nn.Module):
@@ -29,18 +41,20 @@ class DeterministicActor(nn.Module):
     feature_dim: int
     hidden_dims: Sequence[int]
     dense_inputs: bool = False
-    trunk_tanh: bool = True
+    trunk_kind: str = "tanh"            # Trunk.kind
+    kernel_gain: float = 1.0            # the MLP's orthogonal gain
 
     def setup(self):
         # Named as nn.compact would name them: the parameter layout is Trunk_0, MLP_0.
-        self.Trunk_0 = Trunk(self.feature_dim, self.trunk_tanh)
-        self.MLP_0 = MLP(self.hidden_dims, self.action_dim, self.dense_inputs)
+        self.Trunk_0 = Trunk(self.feature_dim, self.trunk_kind)
+        self.MLP_0 = MLP(self.hidden_dims, self.action_dim, self.dense_inputs,
+                         kernel_gain=self.kernel_gain)
 
     def __call__(self, h: jnp.ndarray) -> jnp.ndarray:
         return self.head(self.trunk(h))
 
     def trunk(self, h: jnp.ndarray) -> jnp.ndarray:
-        """features [B, D] -> the low-dimensional feature z [B, feature_dim]."""
+        """features [B, D] -> the trunk's output z [B, feature_dim] (trunk 'none': [B, D])."""
         return self.Trunk_0(h)
 
     def head(self, z: jnp.ndarray) -> jnp.ndarray:
@@ -60,11 +74,13 @@ class TanhGaussianActor(nn.Module):
     dense_inputs: bool = False
     log_std_min: float = -10.0
     log_std_max: float = 2.0
-    trunk_tanh: bool = True
+    trunk_kind: str = "tanh"            # Trunk.kind
+    kernel_gain: float = 1.0            # the MLP's orthogonal gain
 
     def setup(self):
-        self.Trunk_0 = Trunk(self.feature_dim, self.trunk_tanh)
-        self.MLP_0 = MLP(self.hidden_dims, 2 * self.action_dim, self.dense_inputs)
+        self.Trunk_0 = Trunk(self.feature_dim, self.trunk_kind)
+        self.MLP_0 = MLP(self.hidden_dims, 2 * self.action_dim, self.dense_inputs,
+                         kernel_gain=self.kernel_gain)
 
     def __call__(self, h: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
         return self.head(self.trunk(h))
@@ -115,13 +131,14 @@ class CriticEnsemble(nn.Module):
     feature_dim: int
     hidden_dims: Sequence[int]
     dense_inputs: bool = False
-    trunk_tanh: bool = True
+    trunk_kind: str = "tanh"            # Trunk.kind
     num_outputs: int | None = None      # None: one scalar Q per head, squeezed to [N, B]
+    kernel_gain: float = 1.0            # the heads' orthogonal gain
 
     def setup(self):
-        self.Trunk_0 = Trunk(self.feature_dim, self.trunk_tanh)
+        self.Trunk_0 = Trunk(self.feature_dim, self.trunk_kind)
         self.q_heads = MLP(self.hidden_dims, self.num_outputs or 1, self.dense_inputs,
-                           ensemble_size=self.num_critics)
+                           ensemble_size=self.num_critics, kernel_gain=self.kernel_gain)
 
     def __call__(self, h: jnp.ndarray, action: jnp.ndarray) -> jnp.ndarray:
         return self.head(self.trunk(h), action)

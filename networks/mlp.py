@@ -15,17 +15,19 @@ class MLP(nn.Module):
     (the input is not concatenated at the output layer).
     ensemble_size: N independent MLPs computed together, x [B, D_in] -> [N, B, out_dim],
     each layer an EnsembleDense (parameters Dense_i/kernel [N, in, out]).
+    kernel_gain: the orthogonal gain of every layer's kernel, the output layer's included.
     """
 
     hidden_dims: Sequence[int]
     out_dim: int
     dense_inputs: bool = False
     ensemble_size: int | None = None
+    kernel_gain: float = 1.0
 
     def _layer(self, width: int, index: int) -> nn.Module:
         if self.ensemble_size is None:
-            return dense(width, name=f"Dense_{index}")
-        return EnsembleDense(self.ensemble_size, width, name=f"Dense_{index}")
+            return dense(width, name=f"Dense_{index}", gain=self.kernel_gain)
+        return EnsembleDense(self.ensemble_size, width, self.kernel_gain, name=f"Dense_{index}")
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -42,15 +44,17 @@ class MLP(nn.Module):
 class EnsembleDense(nn.Module):
     """N independent Dense layers: x [B, in] (shared) or [N, B, in] -> [N, B, features].
 
-    Parameters: kernel [N, in, features] (each orthogonal), bias [N, features] (zeros).
+    Parameters: kernel [N, in, features] (each orthogonal of gain kernel_gain), bias
+    [N, features] (zeros).
     """
 
     num: int
     features: int
+    kernel_gain: float = 1.0
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        kernel = self.param("kernel", stacked_dense_kernel_init,
+        kernel = self.param("kernel", stacked_dense_kernel_init(self.kernel_gain),
                             (self.num, x.shape[-1], self.features))
         bias = self.param("bias", bias_init, (self.num, self.features))
         if x.ndim == 2:

@@ -6,23 +6,30 @@
 # cartpole_swingup at action repeat 1, seeds 1-3 trained together (--num_seeds=3).
 # NUM_FRAMES (default 100000, the issue's budget) is how far each run goes; a stopped run
 # resumes from its checkpoint (every 5,000 frames) when run again. AGENTS picks the presets.
+# NETWORKS=released runs both with the released state networks (no trunk: the MLPs read the
+# state; orthogonal gain sqrt(2)) in results/routines/state_cartpole_swingup_released_nets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FRAMES="${NUM_FRAMES:-100000}"
+OUT=results/routines/state_cartpole_swingup
+NETS=()
+if [ "${NETWORKS:-pixelzoo}" = released ]; then
+  OUT=results/routines/state_cartpole_swingup_released_nets
+  NETS=(--config.trunk=none --config.mlp_init_gain=1.4142135623730951)
+fi
 COMMON=(--task=cartpole_swingup --seed=1 --num_seeds=3 --num_frames="$FRAMES"
         --config.obs_type=state --config.action_repeat=1 --config.eval_every_frames=5000
         --config.num_eval_episodes=3 --config.log_every_frames=1000
-        --config.checkpoint_every_frames=5000)
+        --config.checkpoint_every_frames=5000 "${NETS[@]}")
 for agent in ${AGENTS:-rtsac sac}; do
   if [ "$agent" = sac ]; then
     python -m pixelzoo.launch.train --agent=drq "${COMMON[@]}" \
-      --workdir=results/routines/state_cartpole_swingup/sac --config.hidden_dim=256 \
+      --workdir="$OUT/sac" --config.hidden_dim=256 \
       --config.lr=3e-4 --config.batch_size=256 --config.num_seed_frames=1000 \
       --config.num_target_augs=1 --config.num_q_augs=1
   else
     python -m pixelzoo.launch.train --agent="$agent" "${COMMON[@]}" \
-      --workdir="results/routines/state_cartpole_swingup/$agent"
+      --workdir="$OUT/$agent"
   fi
 done
-python -m pixelzoo.launch.plot results/routines/state_cartpole_swingup \
-  --out=results/routines/state_cartpole_swingup/plots --noreference
+python -m pixelzoo.launch.plot "$OUT" --out="$OUT/plots" --noreference

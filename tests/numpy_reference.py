@@ -42,7 +42,10 @@ def layer_norm(p: dict, x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
     return (x - mean) / np.sqrt(var + eps) * p["scale"] + p["bias"]
 
 
-def trunk(p: dict, h: np.ndarray) -> np.ndarray:
+def trunk(p: dict | None, h: np.ndarray) -> np.ndarray:
+    """Linear -> LayerNorm -> tanh; None (trunk='none', no parameters): the identity."""
+    if p is None:
+        return h
     return np.tanh(layer_norm(p["LayerNorm_0"], dense(p["Dense_0"], h)))
 
 
@@ -54,13 +57,13 @@ def mlp(p: dict, x: np.ndarray, num_layers: int) -> np.ndarray:
 
 def deterministic_actor(params: dict, h: np.ndarray, num_layers: int = 3) -> np.ndarray:
     p = params["params"]
-    return np.tanh(mlp(p["MLP_0"], trunk(p["Trunk_0"], h), num_layers))
+    return np.tanh(mlp(p["MLP_0"], trunk(p.get("Trunk_0"), h), num_layers))
 
 
 def gaussian_actor(params: dict, h: np.ndarray, log_std_min: float, log_std_max: float,
                    num_layers: int = 3) -> tuple[np.ndarray, np.ndarray]:
     p = params["params"]
-    out = mlp(p["MLP_0"], trunk(p["Trunk_0"], h), num_layers)
+    out = mlp(p["MLP_0"], trunk(p.get("Trunk_0"), h), num_layers)
     mean, log_std = np.split(out, 2, axis=-1)
     log_std = log_std_min + 0.5 * (log_std_max - log_std_min) * (np.tanh(log_std) + 1)
     return mean, log_std
@@ -71,7 +74,7 @@ def critic_outputs(params: dict, h: np.ndarray, action: np.ndarray,
     """-> [N, B, K]: each head an independent MLP on concat(trunk(h), action) with K outputs
     (K = 1 for scalar critics, the quantiles for quantile critics)."""
     p = params["params"]
-    z = np.concatenate([trunk(p["Trunk_0"], h), action], -1)
+    z = np.concatenate([trunk(p.get("Trunk_0"), h), action], -1)
     heads = p["q_heads"]
     num_heads = heads["Dense_0"]["kernel"].shape[0]
     qs = []

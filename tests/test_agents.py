@@ -122,6 +122,31 @@ def test_d2rl_mlp_feeds_the_input_to_every_hidden_layer():
     assert widths == [(5, 16), (21, 16), (21, 16), (16, 3)]
 
 
+def test_trunk_none_feeds_the_state_to_mlps_of_the_chosen_orthogonal_gain():
+    """trunk='none', mlp_init_gain=sqrt(2): the released state networks (Routines, SAC)."""
+    spec = specs.Array((5,), np.float32, "state")
+    agent = agents.make("drq", spec, ACTION_SPEC, obs_type="state", trunk="none",
+                        mlp_init_gain=float(np.sqrt(2)), **TINY)
+    state = agent.init(jax.random.key(0))
+    p = ref.np_params(state.params)
+    assert "Trunk_0" not in p["actor"]["params"] and "Trunk_0" not in p["critic"]["params"]
+    actor_layers = p["actor"]["params"]["MLP_0"]
+    first, last = actor_layers["Dense_0"]["kernel"], actor_layers["Dense_2"]["kernel"]
+    assert first.shape == (5, 8) and last.shape == (8, 2 * ACTION_DIM)
+    np.testing.assert_allclose(first @ first.T, 2 * np.eye(5), atol=1e-4)
+    np.testing.assert_allclose(last.T @ last, 2 * np.eye(2 * ACTION_DIM), atol=1e-4)
+    for head in p["critic"]["params"]["q_heads"]["Dense_0"]["kernel"]:     # [2, 5 + A, 8]
+        np.testing.assert_allclose(head @ head.T, 2 * np.eye(5 + ACTION_DIM), atol=1e-4)
+
+    batch = random_batch(1, spec)
+    mean, _ = ref.gaussian_actor(p["actor"], batch.obs, -10, 2)
+    np.testing.assert_allclose(agent.act(state, batch.obs, jax.random.key(0), eval_mode=True),
+                               np.tanh(mean), rtol=1e-4, atol=1e-6)
+    q = ref.critic_ensemble(p["critic"], batch.obs, batch.action)          # [2, B]
+    _, metrics = jax.jit(agent.update)(state, batch, jax.random.key(1))
+    np.testing.assert_allclose(metrics["q_mean"], q.mean(), rtol=1e-4)
+
+
 # ----------------------------------------------------------------------------- DrQ-v2
 @pytest.mark.slow(13)
 def test_drqv2_update_matches_hand_computation():
@@ -358,6 +383,13 @@ def test_config_errors_name_the_valid_choices():
         agents.build_config("drqv2", aug="crop")
     with pytest.raises(ValueError, match="frame_stack=0 must be >= 1"):
         agents.build_config("drqv2", frame_stack=0)
+    with pytest.raises(ValueError, match="trunk='mlp' is not valid; choose one of: "
+                                         "layernorm, none"):
+        agents.build_config("drqv2", trunk="mlp")
+    with pytest.raises(ValueError, match="mlp_init_gain=0 must be > 0"):
+        agents.build_config("drqv2", mlp_init_gain=0)
+    with pytest.raises(ValueError, match="trunk='none' has no trunk"):
+        agents.build_config("seer", trunk="none")
 
 
 @pytest.mark.slow(18)

@@ -301,7 +301,7 @@ def rttd3_agent():
 def test_policy_encode_matches_numpy_and_autoencode_keeps_prefix_n(rttd3_agent):
     from pixelzoo.agents import routines
     agent, state = rttd3_agent
-    module = routines.build_policy(agent.config, 2, False, True)
+    module = routines.build_policy(agent.config, 2, False, "tanh")
     params = state.params["actor"]
     p = jax.tree.map(lambda x: np.asarray(x, np.float64), params["params"])
     actions = _rng(5).uniform(-1, 1, (3, L, 2))
@@ -322,8 +322,38 @@ def test_policy_encode_matches_numpy_and_autoencode_keeps_prefix_n(rttd3_agent):
     assert set(np.asarray(length).tolist()) == {1, 2, 3, 4}
 
 
-@pytest.mark.parametrize("name,overrides", [("rtsac", {}),
-                                            ("rttd3", dict(critic="gpl", mlp="d2rl"))])
+def test_released_state_networks_read_the_state_directly():
+    """trunk='none', mlp_init_gain=sqrt(2): the released routine actor tanh(MLP(s)) and
+    critics MLP([s, z]), every kernel orthogonal of gain sqrt(2) (the spec's section 3)."""
+    from pixelzoo import agents
+    agent = agents.make("rtsac", *_specs(), hidden_dim=16, trunk="none",
+                        mlp_init_gain=float(np.sqrt(2)))
+    state = jax.jit(agent.init)(jax.random.key(0))
+    p = jax.tree.map(lambda x: np.asarray(x, np.float64), state.params)
+    policy = p["actor"]["params"]["policy"]
+    assert "Trunk_0" not in policy and "Trunk_0" not in p["critic"]["params"]
+    mlp = policy["MLP_0"]
+    kernels = [mlp[f"Dense_{i}"]["kernel"] for i in range(3)]              # 5-16-16-Dz
+    assert [k.shape for k in kernels] == [(5, 16), (16, 16), (16, 8)]
+    for k in kernels:
+        small = min(k.shape)
+        gram = k @ k.T if k.shape[0] == small else k.T @ k
+        np.testing.assert_allclose(gram, 2 * np.eye(small), atol=1e-4)
+    for head in p["critic"]["params"]["q_heads"]["Dense_0"]["kernel"]:    # [2, 5 + Dz, 16]
+        np.testing.assert_allclose(head @ head.T, 2 * np.eye(13), atol=1e-4)
+    obs = _rng(3).normal(size=(7, 5))
+    hidden = obs
+    for i in range(2):
+        hidden = np.maximum(hidden @ kernels[i] + mlp[f"Dense_{i}"]["bias"], 0)
+    want = np.tanh(hidden @ kernels[2] + mlp["Dense_2"]["bias"])
+    setup = agents.make_setup(agent.config, agent.obs_spec, 2)
+    got = setup.nets.actor.apply(state.params["actor"], jnp.asarray(obs, jnp.float32))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,overrides", [
+    ("rtsac", {}), ("rttd3", dict(critic="gpl", mlp="d2rl")),
+    ("rtsac", dict(trunk="none", mlp_init_gain=float(np.sqrt(2))))])
 def test_update_routes_gradients_and_ignores_masked_prefixes(name, overrides):
     from pixelzoo import agents
     agent = agents.make(name, *_specs(), hidden_dim=16, batch_size=6, **overrides)

@@ -99,8 +99,8 @@ def test_flare_trunk_has_no_tanh():
     preset = agents.build_config("flare")
     assert preset.feature_dim == 64 and preset.encoder == "flare"
     agent = agents.make("flare", PIXEL_SPEC, ACTION_SPEC, **TINY)
-    assert parts.build_parts(agent.config, PIXEL_SPEC, 2).actor.trunk_tanh is False
-    head = networks.Trunk(4, use_tanh=False)
+    assert parts.build_parts(agent.config, PIXEL_SPEC, 2).actor.trunk_kind == "layernorm"
+    head = networks.Trunk(4, kind="layernorm")
     x = jnp.asarray(np.random.default_rng(0).normal(size=(3, 8)) * 10)
     p = head.init(jax.random.key(0), x)
     z = head.apply(p, x)
