@@ -52,7 +52,11 @@ def make_from_config(name: str, config: Config, obs_spec: specs.Array,
         raise ValueError(f"action_spec must be a vector [A], got shape {action_spec.shape}")
     setup = make_setup(config, obs_spec, int(action_spec.shape[0]))
     update = setup.nets.actor_kind.update or BASES[config.base]
-    stateful = setup.nets.actor_kind.act_and_update is not None
+    kind = setup.nets.actor_kind
+    stateful = kind.act_and_update is not None
+    update_size = kind.update_size(config) if kind.update_size else None
+    resize = None if update_size is None else (lambda size: make_from_config(
+        name, kind.sized_config(config, size), obs_spec, action_spec))
     return Agent(name=name, config=config, obs_spec=obs_spec, action_spec=action_spec,
                  init=functools.partial(init_state, setup), act=functools.partial(act, setup),
                  update=functools.partial(update, setup),
@@ -60,7 +64,8 @@ def make_from_config(name: str, config: Config, obs_spec: specs.Array,
                  act_and_update=functools.partial(act_and_update, setup) if stateful else None,
                  after_uniform_action=functools.partial(after_uniform_action, setup),
                  reset_acting=(functools.partial(reset_acting, setup)
-                               if setup.nets.actor_kind.reset_acting else None))
+                               if kind.reset_acting else None),
+                 update_size=update_size, resize=resize)
 
 
 __all__ = ["ActorKind", "Agent", "AgentState", "BASES", "Config", "CriticKind", "CriticStepResult",

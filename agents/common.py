@@ -82,6 +82,10 @@ class Agent:
     reset_acting(state, eval_mode) -> state: at an episode's start (Routines: an empty
         queue); None when the acting state runs on across episodes
     update(state, batch, key) -> (state, metrics: dict of float32 scalars)
+    update_size(state) -> int32 scalar: the static size of the update this state needs
+        (SSPG: its training chain length), and resize(size) -> the same agent whose update
+        is compiled for that size; both None when one update serves every state. The
+        Learner keeps one compiled update per size.
     """
 
     name: str
@@ -95,6 +99,8 @@ class Agent:
     act_and_update: Callable[..., tuple[jnp.ndarray, dict]] | None = None
     after_uniform_action: Callable[[AgentState], AgentState] = lambda state: state
     reset_acting: Callable[[AgentState, bool], AgentState] | None = None
+    update_size: Callable[[AgentState], jnp.ndarray] | None = None
+    resize: Callable[[int], "Agent"] | None = None
 
     @property
     def stateful_acting(self) -> bool:

@@ -127,8 +127,12 @@ class Config:
     # SSPG's reasoning-chain actor (actor='rmc'; docs/algorithms.md, SSPG).
     sspg_num_chains: int = 64           # M parallel chains for acting (per chain set)
     sspg_max_steps: int = 16            # most reasoning steps of an acting chain
-    sspg_train_max_steps: int = 16      # steps the update's chains run, masked to the first
-                                        # L = ceil(m) (a speed knob: L is clipped to it)
+    sspg_train_max_steps: int = 16      # most steps of the update's chains: L = ceil(m) is
+                                        # clipped to it
+    sspg_train_program: str = "per_length"  # per_length: one compiled update per chain
+                                        # length L (the Learner picks it from the state);
+                                        # masked: one update running sspg_train_max_steps
+                                        # steps, masked to the first L
     sspg_rhat_threshold: float = 1.1    # acting stops once Gelman-Rubin R-hat < this
     sspg_init_steps: float = 4.0        # initial running average of reasoning steps
     sspg_ema_decay: float = 0.99        # decay of that running average
@@ -290,6 +294,7 @@ DRQ_DEFAULT_ACTION_REPEAT = 2
 # walker, humanoid, quadruped_run) rather than DrQ's action repeats.
 DRQV2_RECIPE_SAC_PRESETS = ("sspg",)
 SSPG_ACT_MODES = ("released", "adaptive")
+SSPG_TRAIN_PROGRAMS = ("per_length", "masked")
 SSPG_EVALS = ("argmax_q", "random_chain")
 
 
@@ -342,6 +347,7 @@ def _choice_and_type_errors(config: Config) -> list[str]:
                            ("ia_kernel", IA_KERNELS), ("ia_output", IA_OUTPUTS),
                            ("ia_redraw", IA_REDRAWS),
                            ("sspg_act_mode", SSPG_ACT_MODES), ("sspg_eval", SSPG_EVALS),
+                           ("sspg_train_program", SSPG_TRAIN_PROGRAMS),
                            ("policy_space", POLICY_SPACES), ("routine_mask", ROUTINE_MASKS)):
         if getattr(config, field) not in choices:
             errors.append(_choice_error(field, getattr(config, field), choices))

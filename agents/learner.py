@@ -20,6 +20,7 @@ default), so augmentation draws the same values however the batch is split.
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -123,52 +124,78 @@ class Learner:
 
     def __init__(self, agent: Agent, mesh: Mesh, updates_per_call: int = 1,
                  num_seeds: int | None = None, donate: bool | None = None,
-                 gather: Callable | None = None):
+                 gather: Callable | None = None,
+                 update_of: Callable[[Agent], Callable] = lambda agent: agent.update):
         """num_seeds: None for one agent; K for K agents stacked on a leading seed axis.
         On a (seed, data) mesh (`make_seed_mesh`) each seed's state, batches and keys live
         only on its own devices; on a 1-D 'data' mesh every device holds every seed.
         donate: reuse the old state's buffers for the new one (default: not on CPU, where
         XLA does not use donations).
         gather: for replay on the device, `gather(arrays, starts [B]) -> Batch` (e.g.
-        replay.gather with its layout bound); then `update_from_replay` is available."""
+        replay.gather with its layout bound); then `update_from_replay` is available.
+        update_of: which of the agent's functions is the update (SEER's latent phase:
+        `agent.seer.update_latent`); for an agent with `update_size`, it is taken from
+        `agent.resize(size)` at the size the state needs (the largest over seeds), and each
+        size is compiled once."""
         self.agent, self.mesh, self.updates_per_call = agent, mesh, updates_per_call
         self.num_seeds = num_seeds
         self.num_devices = mesh.devices.size
-        seed_axis = SEED_AXIS if SEED_AXIS in mesh.axis_names else None
-        if seed_axis and num_seeds is None:
+        self._seed_axis = SEED_AXIS if SEED_AXIS in mesh.axis_names else None
+        if self._seed_axis and num_seeds is None:
             raise ValueError("a (seed, data) mesh needs num_seeds")
         problem = batch_split_problem(agent.config.batch_size, mesh.shape[DATA_AXIS])
         if problem:     # the launcher reports it before a run starts, with the others
             raise ValueError(problem)
         # State, keys and metrics: [K, ...] split along the seed axis (replicated without one).
         self.state_sharding = NamedSharding(
-            mesh, PartitionSpec(seed_axis) if seed_axis else PartitionSpec())
-        fused = fuse_updates(agent.update, updates_per_call)
+            mesh, PartitionSpec(self._seed_axis) if self._seed_axis else PartitionSpec())
+        self.batch_sharding = NamedSharding(
+            mesh, PartitionSpec(None, DATA_AXIS) if num_seeds is None
+            else PartitionSpec(None, self._seed_axis, DATA_AXIS))
+        self._donate = jax.default_backend() != "cpu" if donate is None else donate
+        self._gather, self._update_of = gather, update_of
+        self._programs = {}             # size (None: the one update) -> (update, from replay)
+        self._size = None
+        if agent.update_size is not None:
+            size = jax.vmap(agent.update_size) if num_seeds else agent.update_size
+            self._size = jax.jit(lambda state: jnp.max(size(state)),
+                                 in_shardings=(self.state_sharding,),
+                                 out_shardings=NamedSharding(mesh, PartitionSpec()))
+
+    @property
+    def compiled_sizes(self) -> list:
+        """The update sizes compiled so far ([None] for an agent without update_size)."""
+        return list(self._programs)
+
+    def _compiled(self, state: AgentState) -> tuple[Callable, Callable | None]:
+        """The jitted (update, update_from_replay) for this state's size."""
+        size = None if self._size is None else int(self._size(state))
+        if size not in self._programs:
+            agent = self.agent if size is None else self.agent.resize(size)
+            self._programs[size] = self._jit(self._update_of(agent))
+        return self._programs[size]
+
+    def _jit(self, agent_update: Callable) -> tuple[Callable, Callable | None]:
+        """One agent update -> the jitted, sharded, fused (and seed-vmapped) update and
+        its version that gathers its batches from device replay (None without gather)."""
+        fused = fuse_updates(agent_update, self.updates_per_call)
         update = fused
+        gather = self._gather
 
         def update_from_replay(state, arrays, starts, key):
             """Gathers batches [U, B, ...] from device replay arrays at starts [U, B]."""
             return fused(state, jax.vmap(lambda s: gather(arrays, s))(starts), key)
 
-        if num_seeds is None:   # batches [U, B, ...]
-            self.batch_sharding = NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
-        else:                   # state [K, ...], batches [U, K, B, ...], keys [K]
+        if self.num_seeds is not None:  # state [K, ...], batches [U, K, B, ...], keys [K]
             update = jax.vmap(update, in_axes=(0, 1, 0))
             update_from_replay = jax.vmap(update_from_replay, in_axes=(0, 0, 1, 0))
-            self.batch_sharding = NamedSharding(mesh, PartitionSpec(None, seed_axis, DATA_AXIS))
-        if donate is None:
-            donate = jax.default_backend() != "cpu"
-        self._update_from_replay = None if gather is None else jax.jit(
-            update_from_replay,
-            in_shardings=(self.state_sharding, self.state_sharding, self.batch_sharding,
-                          self.state_sharding),
-            out_shardings=(self.state_sharding, self.state_sharding),
-            donate_argnums=(0,) if donate else ())
-        self._update = jax.jit(
-            update,
-            in_shardings=(self.state_sharding, self.batch_sharding, self.state_sharding),
-            out_shardings=(self.state_sharding, self.state_sharding),
-            donate_argnums=(0,) if donate else ())
+        donate = (0,) if self._donate else ()
+        state, batch = self.state_sharding, self.batch_sharding
+        from_replay = None if gather is None else jax.jit(
+            update_from_replay, in_shardings=(state, state, batch, state),
+            out_shardings=(state, state), donate_argnums=donate)
+        return jax.jit(update, in_shardings=(state, batch, state),
+                       out_shardings=(state, state), donate_argnums=donate), from_replay
 
     def put_state(self, state: AgentState) -> AgentState:
         """The state (the same whole host value in every process) on the mesh: replicated,
@@ -200,14 +227,15 @@ class Learner:
                            key: jax.Array) -> tuple[AgentState, Metrics]:
         """`update` on the batches gathered inside the same jitted call from device replay
         arrays ([C, ...], or [K, C, ...] with num_seeds) at start indices [U, (K,) B]."""
-        if self._update_from_replay is None:
+        if self._gather is None:
             raise ValueError("this Learner was built without a gather function")
-        return self._update_from_replay(state, arrays, starts, key)
+        return self._compiled(state)[1](state, arrays, starts, key)
 
     def update_memory(self, state: AgentState, batches: Batch, key: jax.Array) -> dict:
         """XLA's memory figures of the compiled `update` for these shapes, in bytes:
         'temp' (scratch: activations, gradients, intermediates), 'arguments', 'outputs'."""
-        analysis = self._update.lower(state, batches, key).compile().memory_analysis()
+        update = self._compiled(state)[0]
+        analysis = update.lower(state, batches, key).compile().memory_analysis()
         return {"temp": int(analysis.temp_size_in_bytes),
                 "arguments": int(analysis.argument_size_in_bytes),
                 "outputs": int(analysis.output_size_in_bytes)}
@@ -216,4 +244,4 @@ class Learner:
                key: jax.Array) -> tuple[AgentState, Metrics]:
         """U updates on batches [U, (K,) B, ...]; metrics are their means over the U updates
         (scalars, or [K] with num_seeds)."""
-        return self._update(state, batches, key)
+        return self._compiled(state)[0](state, batches, key)

@@ -53,6 +53,9 @@ class ActorKind:
         (Routines: the prefix encoder and decoder's Adam), added to AgentState.opt_states.
     reset_acting(config, acting, eval_mode) -> acting at an episode's start (None: the
         acting state runs on across episodes).
+    update_size(config) -> None, or size(state) -> int32 scalar: the static size (SSPG: the
+        training chain length) of the update this state needs; the Learner then compiles
+        one update per size, each for the config `sized_config(config, size)`.
     """
 
     build: Callable[[Config, int, bool, str], nn.Module]
@@ -66,6 +69,8 @@ class ActorKind:
     critic_action_dim: Callable[[Config, int], int] = lambda config, action_dim: action_dim
     init_opt_states: Callable[[Config, dict], dict] = lambda config, params: {}
     reset_acting: Callable[[Config, dict, bool], dict] | None = None
+    update_size: Callable[[Config], Callable[[Any], jnp.ndarray] | None] | None = None
+    sized_config: Callable[[Config, int], Config] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -153,6 +153,20 @@ def after_uniform_action(config: Config, acting: dict) -> dict:
         acting["steps_average"], 1, config.sspg_ema_decay)}
 
 
+def update_size(config: Config):
+    """sspg_train_program='per_length': the update's size is the training chain length
+    L = ceil(m), clipped to sspg_train_max_steps (None with 'masked': one update)."""
+    if config.sspg_train_program != "per_length":
+        return None
+    return lambda state: sspg_losses.chain_lengths(state.acting["steps_average"],
+                                                   config.sspg_train_max_steps)[0]
+
+
+def sized_config(config: Config, size: int) -> Config:
+    """The config whose update runs chains of `size` steps (every mask on at L = size)."""
+    return config.replace(sspg_train_max_steps=size)
+
+
 def _one_transition_sample(module, params, features, key, exploration=None):
     """One transition from a zero previous action and its tanh-Gaussian log-density (the
     SAC draw the RMC reduces to; SSPG's losses use whole chains, agents/sspg.py)."""
@@ -167,6 +181,7 @@ RMC = ActorKind(
     act=lambda module, params, features, key, eval_mode, exploration=None:
         _one_transition_sample(module, params, features, key)[0],
     bases=("sac",), init_acting=init_acting, act_and_update=act_and_update,
-    after_uniform_action=after_uniform_action, update=sspg.update)
+    after_uniform_action=after_uniform_action, update=sspg.update,
+    update_size=update_size, sized_config=sized_config)
 
 register_actor("rmc", RMC)

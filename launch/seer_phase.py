@@ -118,10 +118,11 @@ class SeerPhase:
         run, seer = self.run, self.run.agent.seer
         run.replays = replays
         self.latent_learner = Learner(
-            dataclasses.replace(run.agent, update=seer.update_latent, obs_spec=seer.latent_spec),
+            dataclasses.replace(run.agent, obs_spec=seer.latent_spec),
             run.learner.mesh, run.config.updates_per_call, num_seeds=len(run.seeds),
             gather=functools.partial(replay_lib.gather,
-                                     layout=replay_lib.layout_of(replays[0])))
+                                     layout=replay_lib.layout_of(replays[0])),
+            update_of=lambda agent: agent.seer.update_latent)
         if run.device_replay is not None:
             run.device_replay = replay_lib.DeviceReplay(replays, run.learner.state_sharding)
 

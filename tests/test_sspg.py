@@ -351,6 +351,38 @@ def test_update_sets_chain_lengths_and_reports_the_acting_window(sspg_agent, act
     assert np.isfinite(float(metrics["actor_loss"]))
 
 
+def test_per_length_programs_equal_the_masked_update_and_compile_once_per_length():
+    """sspg_train_program='per_length': the Learner runs the update compiled for the largest
+    L over the seeds (seeds with a smaller L mask), one program per L, with the values of
+    the one masked update of sspg_train_max_steps steps."""
+    per_length = agents.make("sspg", OBS_SPEC, ACTION_SPEC, **TINY)
+    masked = agents.make("sspg", OBS_SPEC, ACTION_SPEC, **{**TINY,
+                                                            "sspg_train_program": "masked"})
+    assert masked.update_size is None and per_length.update_size is not None
+    states = jax.vmap(per_length.init)(jax.random.split(jax.random.key(0), 2))
+    rng = np.random.default_rng(0)
+    batch = agents.common.Batch(
+        rng.normal(size=(1, 2, 8, 5)).astype(np.float32),
+        rng.uniform(-1, 1, (1, 2, 8, 2)).astype(np.float32),
+        rng.uniform(size=(1, 2, 8)).astype(np.float32), np.full((1, 2, 8), 0.97, np.float32),
+        rng.normal(size=(1, 2, 8, 5)).astype(np.float32))
+    keys = jax.random.split(jax.random.key(1), 2)
+    mesh = agents.make_mesh(1)
+    learners = {name: agents.Learner(agent, mesh, num_seeds=2)
+                for name, agent in (("per_length", per_length), ("masked", masked))}
+    for averages, sizes in (((2.5, 1.5), [3]), ((1.2, 3.4), [3, 4]), ((2.9, 2.1), [3, 4])):
+        with_m = states.replace(acting={**states.acting,
+                                        "steps_average": jnp.asarray(averages, jnp.float32)})
+        results = {name: learner.update(learner.put_state(with_m), learner.put_batch(batch),
+                                        keys) for name, learner in learners.items()}
+        (new, metrics), (want, want_metrics) = results["per_length"], results["masked"]
+        np.testing.assert_array_equal(metrics["train_chain_length"], np.ceil(averages))
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                     (new, metrics), (want, want_metrics))
+        assert learners["per_length"].compiled_sizes == sizes
+    assert learners["masked"].compiled_sizes == [None]
+
+
 # ----------------------------------------------------------------------------- config
 def test_sspg_preset_is_the_released_pixel_recipe_with_drqv2_task_overrides():
     config = agents.build_config("sspg", "cartpole_swingup", "easy")
