@@ -11,8 +11,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FRAMES="${NUM_FRAMES:-100000}"
-# sspg's update runs 6 chain steps masked to L (sspg_train_max_steps; the preset: 16), for CPU
-# time: on cartpole the running average of reasoning steps stayed near 2 (L = 3).
+# sspg's training chains are capped at 6 steps (sspg_train_max_steps; the preset: 16): on
+# cartpole the running average of reasoning steps stayed near 2 (L = 3), so the cap only
+# bounds the update of sspg_train_program='masked' (before 2026-12-04 the only program;
+# 'per_length', now the default, runs L steps anyway).
 EXTRA_sspg="--config.sspg_train_max_steps=6"
 EXTRA_drq=""
 for task in ${TASKS:-cartpole_swingup reacher_easy}; do
