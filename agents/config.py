@@ -24,6 +24,7 @@ OBS_TYPES = ("pixels", "state")
 REPLAYS = ("host", "device")
 POLICY_SPACES = ("action", "routine")
 ROUTINE_MASKS = ("intended", "released")
+ROUTINE_STEP_ORDERS = ("joint", "per_critic")
 IA_REDRAWS = ("never", "every_update")
 # encoder='attention' with ia_kernel='exact' builds the [N, N] attention matrix of each image:
 # refused above this many tokens (48px images with 1-pixel patches).
@@ -166,6 +167,10 @@ class Config:
     routine_action_noise_clip: float = 0.5
     routine_mask: str = "intended"      # intended, or released (the authors' row-0 mask)
     routine_warmup_updates: int = 1000  # updates run at once at the first update step
+    routine_step_order: str = "joint"   # joint: one step of all critics, prefix encoder
+                                        # and decoder; per_critic: the released order, for
+                                        # each critic its own step (own Adam, fresh target),
+                                        # then a prefix encoder + decoder step
     # SEER (stored embeddings): at seer_freeze_frames (0 = never) everything up to the
     # low-dimensional feature freezes, the replay becomes one of stored latents
     # (seer_num_copies randomly shifted copies per observation), and updates train the heads.
@@ -348,7 +353,8 @@ def _choice_and_type_errors(config: Config) -> list[str]:
                            ("ia_redraw", IA_REDRAWS),
                            ("sspg_act_mode", SSPG_ACT_MODES), ("sspg_eval", SSPG_EVALS),
                            ("sspg_train_program", SSPG_TRAIN_PROGRAMS),
-                           ("policy_space", POLICY_SPACES), ("routine_mask", ROUTINE_MASKS)):
+                           ("policy_space", POLICY_SPACES), ("routine_mask", ROUTINE_MASKS),
+                           ("routine_step_order", ROUTINE_STEP_ORDERS)):
         if getattr(config, field) not in choices:
             errors.append(_choice_error(field, getattr(config, field), choices))
     for name in FIELD_NAMES:
@@ -496,6 +502,11 @@ def _routine_errors(config: Config) -> list[str]:
     elif config.routine_dec_embed % config.routine_len:
         errors.append(f"routine_dec_embed={config.routine_dec_embed} must be a multiple of "
                       f"routine_len={config.routine_len} (one slice per position)")
+    if config.routine_step_order == "per_critic" and (
+            config.obs_type != "state" or config.trunk != "none" or config.critic != "twin"):
+        errors.append("routine_step_order='per_critic' is the released state networks' order: "
+                      "it needs obs_type='state', trunk='none' (no parameters the critics "
+                      "share) and critic='twin'")
     return errors
 
 

@@ -1,11 +1,12 @@
 """Routine SAC (sac base) and Routine TD3 (ddpg base): the routine actor kind's update on
 windows of L transitions (replay.windows.Windows; docs/algorithms.md, Routines).
 
-`update` is the released order of steps, merged per update: the prefix targets of every
-window (`next_routine_values`), one joint step of critic (with the pixel encoder) and prefix
-encoder + decoder on the prefix TD loss + J_lc, the critic kind's step (GPL: beta), then
-every actor_update_every updates the actor step (routine actor and decoder on
-J_pi + J_mto) with the temperature step (sac), and the target step.
+`update`: the prefix targets of every window (`next_routine_values`), one joint step of
+critic (with the pixel encoder) and prefix encoder + decoder on the prefix TD loss + J_lc
+(routine_step_order='joint'; 'per_critic': the released order, `per_critic_steps`), the
+critic kind's step (GPL: beta), then every actor_update_every updates the actor step
+(routine actor and decoder on J_pi + J_mto) with the temperature step (sac), and the target
+step.
 """
 import jax
 import jax.numpy as jnp
@@ -63,11 +64,13 @@ def next_routine_values(setup: UpdateSetup, params: dict, target_params: dict,
 
 
 def critic_and_routine_loss(trainable: dict, nets, obs: jnp.ndarray, actions: jnp.ndarray,
-                            targets: jnp.ndarray, mask: jnp.ndarray):
+                            targets: jnp.ndarray, mask: jnp.ndarray,
+                            critic_index: int | None = None):
     """Prefix TD loss of Q(s_t, z_k), z_k = encode(a_{t:t+k}), plus J_lc of decoding z_k.
 
     trainable: {'encoder', 'critic', 'routine'} (the pixel encoder, critics, RoutinePolicy);
-    obs [B, ...]; actions [B, L, A]; targets, mask [B, L].
+    obs [B, ...]; actions [B, L, A]; targets, mask [B, L]; critic_index: the TD loss of
+    that critic alone (None: the sum over critics).
     Returns (loss, (Q [N, B, L], td loss, J_lc))."""
     batch, length = actions.shape[:2]
     features = nets.encoder.apply(trainable["encoder"], obs)
@@ -75,7 +78,8 @@ def critic_and_routine_loss(trainable: dict, nets, obs: jnp.ndarray, actions: jn
     flat = prefixes.reshape(batch * length, -1)
     q = nets.critic.apply(trainable["critic"], jnp.repeat(features, length, axis=0), flat)
     q = q.reshape(q.shape[0], batch, length)
-    td = rl.prefix_td_loss(q, targets, mask)
+    td = rl.prefix_td_loss(q if critic_index is None else q[critic_index:critic_index + 1],
+                           targets, mask)
     stop_logits = nets.actor.apply(trainable["routine"], flat, method="decode")[2]
     consistency = rl.length_consistency_loss(stop_logits.reshape(batch, length, length), mask)
     return td + consistency, (q, td, consistency)
@@ -101,6 +105,59 @@ def critic_and_routine_step(setup: UpdateSetup, params: dict, opt_states: dict,
     return ({**params, **critic_group, "actor": routine},
             {**opt_states, "critic": critic_opt, "routine": routine_opt}, q,
             {"critic_loss": td, "length_consistency_loss": consistency})
+
+
+def per_critic_steps(setup: UpdateSetup, state: AgentState, obs: jnp.ndarray,
+                     next_obs: jnp.ndarray, windows, key: jax.Array):
+    """The released order (routine_step_order='per_critic'): for each critic c in turn, its
+    prefix targets from fresh samples (`next_routine_values` with the prefix encoder and
+    decoder as the previous step left them), a step of critic c alone on its prefix TD loss
+    (its own Adam, `opt_states['critic_per_head'][c]`), then a step of the prefix encoder and
+    decoder (the routine Adam) on that loss, with the stepped critic, plus J_lc.
+
+    Each critic's Adam only ever receives gradients for its own head (the config refuses
+    shared critic parameters), so its moments elsewhere are 0 and it moves nothing else.
+    Returns (params, opt_states, Q [N, B, L] (critic c's before its step), the first
+    critic's targets [B, L], metrics)."""
+    config, nets = setup.config, setup.nets
+    params, opt_states = dict(state.params), dict(state.opt_states)
+    per_head = list(opt_states["critic_per_head"])
+    qs, td_losses, consistency_losses, first_targets = [], [], [], None
+    for c, key_c in enumerate(jax.random.split(key, config.num_critics)):
+        next_values, target_metrics = next_routine_values(setup, params, state.target_params,
+                                                          next_obs, key_c)
+        targets = rl.prefix_td_targets(windows.rewards, windows.discounts, next_values,
+                                       config.discount)
+        first_targets = targets if first_targets is None else first_targets
+
+        def loss(critic, routine, targets=targets, c=c):
+            trainable = {"encoder": params["encoder"], "critic": critic, "routine": routine}
+            return critic_and_routine_loss(trainable, nets, obs, windows.actions, targets,
+                                           windows.mask, critic_index=c)
+
+        # J_lc does not depend on the critics: this is the gradient of critic c's TD loss.
+        (_, (q, td, _)), critic_grads = jax.value_and_grad(
+            lambda critic: loss(critic, params["actor"]), has_aux=True)(params["critic"])
+        group = {"encoder": params["encoder"], "critic": params["critic"]}
+        grads = {"encoder": jax.tree.map(jnp.zeros_like, params["encoder"]),
+                 "critic": critic_grads}
+        group, per_head[c] = common.apply_optimizer(setup.optimizers.critic, grads,
+                                                    per_head[c], group)
+        params["critic"] = group["critic"]
+        (_, (_, _, consistency)), routine_grads = jax.value_and_grad(
+            lambda routine: loss(params["critic"], routine), has_aux=True)(params["actor"])
+        params["actor"], opt_states["routine"] = common.apply_optimizer(
+            routine_optimizer(config),
+            keep_parts(routine_grads, routines.ENCODER + routines.DECODER),
+            opt_states["routine"], params["actor"])
+        qs.append(q[c])
+        td_losses.append(td)
+        consistency_losses.append(consistency)
+    opt_states["critic_per_head"] = tuple(per_head)
+    metrics = {"critic_loss": sum(td_losses),
+               "length_consistency_loss": jnp.mean(jnp.stack(consistency_losses)),
+               **target_metrics}
+    return params, opt_states, jnp.stack(qs), first_targets, metrics
 
 
 def actor_loss(routine_params, nets, config, critic_params, features: jnp.ndarray,
@@ -164,12 +221,17 @@ def update(setup: UpdateSetup, state: AgentState, windows,
     flat_next = windows.next_obs.reshape(batch * length, *windows.next_obs.shape[2:])
     flat_next = setup.augment(flat_next, key_next, 1)   # SEER: one picked copy per obs
     next_obs = flat_next.reshape(batch, length, *flat_next.shape[1:])
-    next_values, target_metrics = next_routine_values(setup, state.params, state.target_params,
-                                                      next_obs, key_target)
-    targets = rl.prefix_td_targets(windows.rewards, windows.discounts, next_values,
-                                   config.discount)
-    params, opt_states, q, metrics = critic_and_routine_step(
-        setup, state.params, state.opt_states, obs, windows, targets)
+    if config.routine_step_order == "per_critic":
+        params, opt_states, q, targets, metrics = per_critic_steps(
+            setup, state, obs, next_obs, windows, key_target)
+    else:
+        next_values, target_metrics = next_routine_values(
+            setup, state.params, state.target_params, next_obs, key_target)
+        targets = rl.prefix_td_targets(windows.rewards, windows.discounts, next_values,
+                                       config.discount)
+        params, opt_states, q, metrics = critic_and_routine_step(
+            setup, state.params, state.opt_states, obs, windows, targets)
+        metrics.update(target_metrics)
     # The critic kind's step sees the one-step prefix, valid in every window.
     params, opt_states, actor_value_fn, kind_metrics = steps.pessimism_step(
         config, nets.critic_kind, params, opt_states, q[:, :, 0], targets[:, 0],
@@ -178,7 +240,7 @@ def update(setup: UpdateSetup, state: AgentState, windows,
     params, opt_states, actor_metrics = actor_and_temperature_steps(
         setup, state.update_step, params, opt_states, features, actor_value_fn, key_actor)
     new_state = steps.next_state(setup, state, params, opt_states, key)
-    metrics.update(kind_metrics, **actor_metrics, **target_metrics, q_mean=jnp.mean(q[:, :, 0]),
+    metrics.update(kind_metrics, **actor_metrics, q_mean=jnp.mean(q[:, :, 0]),
                    target_q_mean=jnp.mean(targets[:, 0]), batch_reward=jnp.mean(windows.rewards[:, 0]),
                    prefix_mask_mean=jnp.mean(windows.mask))
     if config.base == "sac":
@@ -187,7 +249,16 @@ def update(setup: UpdateSetup, state: AgentState, windows,
 
 
 def _routine_opt_states(config, params: dict) -> dict:
-    return {"routine": routine_optimizer(config).init(params["actor"])}
+    """The routine Adam; with routine_step_order='per_critic', one critic optimiser state
+    per critic (over the encoder and critic group; the joint 'critic' state then stays
+    unused)."""
+    states = {"routine": routine_optimizer(config).init(params["actor"])}
+    if config.routine_step_order == "per_critic":
+        group = {"encoder": params["encoder"], "critic": params["critic"]}
+        critic_optimizer = common.make_optimizers(config).critic
+        states["critic_per_head"] = tuple(critic_optimizer.init(group)
+                                          for _ in range(config.num_critics))
+    return states
 
 
 def _sample_first_action(module, params, features, key, exploration=None):

@@ -7,15 +7,19 @@
 # NUM_FRAMES (default 100000, the issue's budget) is how far each run goes; a stopped run
 # resumes from its checkpoint (every 5,000 frames) when run again. AGENTS picks the presets.
 # NETWORKS=released runs both with the released state networks (no trunk: the MLPs read the
-# state; orthogonal gain sqrt(2)) in results/routines/state_cartpole_swingup_released_nets.
+# state; orthogonal gain sqrt(2)), and rtsac with the released step order (each critic its
+# own step, then a prefix encoder + decoder step), in
+# results/routines/state_cartpole_swingup_released_nets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FRAMES="${NUM_FRAMES:-100000}"
 OUT=results/routines/state_cartpole_swingup
 NETS=()
+ORDER=()
 if [ "${NETWORKS:-pixelzoo}" = released ]; then
   OUT=results/routines/state_cartpole_swingup_released_nets
   NETS=(--config.trunk=none --config.mlp_init_gain=1.4142135623730951)
+  ORDER=(--config.routine_step_order=per_critic)
 fi
 COMMON=(--task=cartpole_swingup --seed=1 --num_seeds=3 --num_frames="$FRAMES"
         --config.obs_type=state --config.action_repeat=1 --config.eval_every_frames=5000
@@ -28,7 +32,7 @@ for agent in ${AGENTS:-rtsac sac}; do
       --config.lr=3e-4 --config.batch_size=256 --config.num_seed_frames=1000 \
       --config.num_target_augs=1 --config.num_q_augs=1
   else
-    python -m pixelzoo.launch.train --agent="$agent" "${COMMON[@]}" \
+    python -m pixelzoo.launch.train --agent="$agent" "${COMMON[@]}" "${ORDER[@]}" \
       --workdir="$OUT/$agent"
   fi
 done

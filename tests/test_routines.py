@@ -409,3 +409,70 @@ def test_acting_queue_pops_each_routine_and_counts_queries(rttd3_agent):
     assert int(state.acting["eval"]["steps"]) == 0          # evaluation has its own queue
     cleared = agent.reset_acting(state, False).acting
     assert int(cleared["train"]["remaining"]) == 0 and int(cleared["train"]["queries"]) == 0
+
+
+def test_per_critic_order_steps_each_critic_with_its_own_adam_then_the_routine_parts():
+    """routine_step_order='per_critic' (the released order) against a reference that keeps
+    a separate Adam per critic head and one Adam over the prefix encoder and decoder only:
+    for each critic, fresh targets, its TD step, then the AE step on its TD loss + J_lc."""
+    import optax
+    from pixelzoo import agents
+    from pixelzoo.agents import routine_update, routines
+    agent = agents.make("rtsac", *_specs(), hidden_dim=16, batch_size=6, trunk="none",
+                        routine_step_order="per_critic")
+    config, setup = agent.config, agents.make_setup(agent.config, agent.obs_spec, 2)
+    nets = setup.nets
+    # update_step 1: no actor or target step, so the update is the critic and AE phase.
+    state = jax.jit(agent.init)(jax.random.key(0)).replace(update_step=jnp.int32(1))
+    ae_names = routines.ENCODER + routines.DECODER
+    heads = lambda critic, c: jax.tree.map(lambda x: x[c], critic["params"]["q_heads"])
+    ae_part = lambda actor: {n: actor["params"][n] for n in ae_names}
+    head_adams = [optax.adam(config.lr).init(heads(state.params["critic"], c)) for c in (0, 1)]
+    ae_adam = optax.adam(config.routine_lr).init(ae_part(state.params["actor"]))
+
+    def with_head(critic, c, head):
+        q_heads = jax.tree.map(lambda full, h: full.at[c].set(h),
+                               critic["params"]["q_heads"], head)
+        return {"params": {**critic["params"], "q_heads": q_heads}}
+
+    def with_ae(actor, part):
+        return {"params": {**actor["params"], **part}}
+
+    def td_and_lc(critic, actor, c, windows, targets):
+        prefixes = nets.actor.apply(actor, windows.actions, method="encode")      # [B, L, Dz]
+        flat = prefixes.reshape(-1, prefixes.shape[-1])
+        q = nets.critic.apply(critic, jnp.repeat(windows.obs, L, axis=0), flat)[c]
+        td = 0.5 * jnp.mean(windows.mask * (q.reshape(6, L) - targets) ** 2)
+        stops = nets.actor.apply(actor, flat, method="decode")[2].reshape(6, L, L)
+        return td, rl.length_consistency_loss(stops, windows.mask)
+
+    params, target_params = state.params, state.target_params
+    for step, windows in enumerate([_windows(seed=7), _windows(seed=8)]):
+        key = jax.random.key(20 + step)
+        key_target = jax.random.split(key, 4)[2]
+        for c, key_c in enumerate(jax.random.split(key_target, 2)):
+            values, _ = routine_update.next_routine_values(setup, params, target_params,
+                                                           windows.next_obs, key_c)
+            targets = rl.prefix_td_targets(windows.rewards, windows.discounts, values,
+                                           config.discount)
+            grad = jax.grad(lambda h: td_and_lc(with_head(params["critic"], c, h),
+                                                params["actor"], c, windows, targets)[0])(
+                heads(params["critic"], c))
+            updates, head_adams[c] = optax.adam(config.lr).update(grad, head_adams[c])
+            params = {**params, "critic": with_head(
+                params["critic"], c, optax.apply_updates(heads(params["critic"], c), updates))}
+            grad = jax.grad(lambda part: sum(td_and_lc(
+                params["critic"], with_ae(params["actor"], part), c, windows, targets)))(
+                ae_part(params["actor"]))
+            updates, ae_adam = optax.adam(config.routine_lr).update(grad, ae_adam)
+            params = {**params, "actor": with_ae(params["actor"], optax.apply_updates(
+                ae_part(params["actor"]), updates))}
+        state, metrics = jax.jit(agent.update)(state, windows, key)
+        assert metrics["actor_updated"] == 0
+        jax.tree.map(lambda got, want: np.testing.assert_allclose(got, want, rtol=1e-5,
+                                                                  atol=1e-6),
+                     (state.params["critic"], state.params["actor"]),
+                     (params["critic"], params["actor"]))
+        state = state.replace(update_step=jnp.int32(1))
+    with pytest.raises(ValueError, match="needs obs_type='state', trunk='none'"):
+        agents.build_config("rtsac", routine_step_order="per_critic")
