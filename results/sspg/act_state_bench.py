@@ -3,7 +3,7 @@ initialisation: ms per exploration and per evaluation act call (mean of 20 after
 
     python results/sspg/act_state_bench.py
 """
-import time, sys, jax, jax.numpy as jnp, numpy as np
+import time, jax, jax.numpy as jnp, numpy as np
 from dm_env import specs
 from pixelzoo import agents
 obs_spec = specs.Array((5,), np.float32); act_spec = specs.BoundedArray((1,), np.float32, -1, 1)
