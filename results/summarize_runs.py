@@ -1,10 +1,12 @@
-"""Markdown tables of the Routines state run (issue 20) from its train.csv and eval.csv files.
+"""Markdown tables of a comparison's runs (the agent folders below one folder) from their
+train.csv and eval.csv files.
 
-    python results/routines/summarize_state_run.py results/routines/state_cartpole_swingup
+    python results/summarize_runs.py results/routines/state_cartpole_swingup
+    python results/summarize_runs.py results/sspg/state_cartpole_swingup
 
-Prints, for each agent folder (rtsac, sac): the evaluation return per seed and its mean at
-every evaluation frame; for agents that log policy queries, the mean policy queries and
-actions per query of the training episodes in each block of `--block` frames.
+Prints the evaluation return per seed and its mean at every evaluation frame, one column
+per agent folder; for agents that log policy queries (Routines), the mean policy queries
+and actions per query of the training episodes in each block of `--block` frames.
 """
 import argparse
 import csv
