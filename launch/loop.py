@@ -94,7 +94,14 @@ def _run_loop(run: Run, logs: RunLogs, state, loop: LoopState, resumed_frame: in
     # With several processes the stop request is agreed on (a collective) every so often.
     stop_check_period = 1 if jax.process_count() == 1 else 16
 
+    if resumed_frame is not None and resumed_frame >= num_frames:
+        logs.progress.show(f"done already: the checkpoint at frame {resumed_frame:,} reaches "
+                           f"num_frames={num_frames:,}; raise --num_frames to train on")
+        return True
+
     def save(frame: int) -> None:
+        if resumed_frame is not None and loop.step == start_step:
+            return               # nothing has run since the checkpoint this run resumed from
         driver.metrics.fetch()   # never checkpoint a non-finite state
         loop.total_time = time_before + time.monotonic() - clock
         started = time.monotonic()

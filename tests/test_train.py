@@ -180,6 +180,21 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
         loop.MetricsWindow.fetch(_window_with_nan_at(105))
 
 
+@pytest.mark.slow(20)
+def test_a_finished_run_launched_again_does_nothing(tmp_path, capsys):
+    """Resuming at num_frames: no second final evaluation, no second checkpoint of the same
+    frame (orbax refuses it), the logs untouched."""
+    spec = tiny_spec(obs_type="state", aug="none", eval_every_frames=800)
+    assert loop.train(spec, str(tmp_path), should_stop=lambda: False)
+    logs = {name: (tmp_path / name).read_text() for name in ("eval.csv", "train.csv")}
+    assert read_csv(tmp_path / "eval.csv")[-1]["frame"] == "2000"
+    assert loop.train(spec, str(tmp_path), should_stop=lambda: False)
+    assert "done already: the checkpoint at frame 2,000 reaches num_frames=2,000" in \
+        capsys.readouterr().out
+    assert logs == {name: (tmp_path / name).read_text() for name in logs}
+    assert RunCheckpointer(str(tmp_path / "checkpoints")).latest_frame() == 2000
+
+
 def _window_with_nan_at(step):
     window = loop.MetricsWindow()
     for s in range(100, 110):
