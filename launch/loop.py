@@ -88,16 +88,15 @@ def _run_loop(run: Run, logs: RunLogs, state, loop: LoopState, resumed_frame: in
               should_stop: Callable[[], bool]) -> bool:
     """The loop itself: the periodic events around each `Driver.agent_step`."""
     config, num_frames = run.config, run.spec.num_frames
+    if resumed_frame is not None and resumed_frame >= num_frames:   # before any env reset
+        logs.progress.show(f"done already: the checkpoint at frame {resumed_frame:,} reaches "
+                           f"num_frames={num_frames:,}; raise --num_frames to train on")
+        return True
     driver = Driver(run, state, loop.step)
     start_step, clock, time_before = loop.step, time.monotonic(), loop.total_time
     previous_frame = -1 if resumed_frame is None else resumed_frame
     # With several processes the stop request is agreed on (a collective) every so often.
     stop_check_period = 1 if jax.process_count() == 1 else 16
-
-    if resumed_frame is not None and resumed_frame >= num_frames:
-        logs.progress.show(f"done already: the checkpoint at frame {resumed_frame:,} reaches "
-                           f"num_frames={num_frames:,}; raise --num_frames to train on")
-        return True
 
     def save(frame: int) -> None:
         if resumed_frame is not None and loop.step == start_step:
