@@ -122,13 +122,13 @@ def per_critic_steps(setup: UpdateSetup, state: AgentState, obs: jnp.ndarray,
     config, nets = setup.config, setup.nets
     params, opt_states = dict(state.params), dict(state.opt_states)
     per_head = list(opt_states["critic_per_head"])
-    qs, td_losses, consistency_losses, first_targets = [], [], [], None
+    qs, td_losses, consistency_losses, targets_per_critic = [], [], [], []
     for c, key_c in enumerate(jax.random.split(key, config.num_critics)):
         next_values, target_metrics = next_routine_values(setup, params, state.target_params,
                                                           next_obs, key_c)
         targets = rl.prefix_td_targets(windows.rewards, windows.discounts, next_values,
                                        config.discount)
-        first_targets = targets if first_targets is None else first_targets
+        targets_per_critic.append(targets)
 
         def loss(critic, routine, targets=targets, c=c):
             trainable = {"encoder": params["encoder"], "critic": critic, "routine": routine}
@@ -157,7 +157,7 @@ def per_critic_steps(setup: UpdateSetup, state: AgentState, obs: jnp.ndarray,
     metrics = {"critic_loss": sum(td_losses),
                "length_consistency_loss": jnp.mean(jnp.stack(consistency_losses)),
                **target_metrics}
-    return params, opt_states, jnp.stack(qs), first_targets, metrics
+    return params, opt_states, jnp.stack(qs), targets_per_critic[0], metrics
 
 
 def actor_loss(routine_params, nets, config, critic_params, features: jnp.ndarray,
