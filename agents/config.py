@@ -11,10 +11,12 @@ steps.
 import dataclasses
 import difflib
 import json
+import math
 from typing import Any, Mapping
 
 from pixelzoo.networks import min_image_size, num_tokens
-from pixelzoo.networks.attention import KERNELS as IA_KERNELS, OUTPUTS as IA_OUTPUTS
+from pixelzoo.networks.attention import (AttentionEncoder, KERNELS as IA_KERNELS,
+                                         OUTPUTS as IA_OUTPUTS)
 
 BASES = ("ddpg", "sac")
 AUGS = ("shift", "none")
@@ -114,17 +116,17 @@ class Config:
     # their centres only ('coordinates'), or every token's value is pooled with weights
     # softmax(importance) ('soft_pool'). ia_redraw: never, or every_update (fresh Omega,
     # Lambda after each update).
-    ia_patch: int = 1
-    ia_stride: int = 1
-    ia_qk_dim: int = 16
-    ia_value_dim: int = 32
-    ia_top_k: int = 32
-    ia_kernel: str = "favor_pos"
-    ia_features: int = 256
-    ia_angular_features: int = 16
-    ia_orthogonal: bool = True
+    ia_patch: int = AttentionEncoder.patch
+    ia_stride: int = AttentionEncoder.stride
+    ia_qk_dim: int = AttentionEncoder.qk_dim
+    ia_value_dim: int = AttentionEncoder.value_dim
+    ia_top_k: int = AttentionEncoder.top_k
+    ia_kernel: str = AttentionEncoder.kernel
+    ia_features: int = AttentionEncoder.num_features
+    ia_angular_features: int = AttentionEncoder.angular_features
+    ia_orthogonal: bool = AttentionEncoder.orthogonal
     ia_redraw: str = "never"
-    ia_output: str = "topk_scaled"
+    ia_output: str = AttentionEncoder.output
     # SSPG's reasoning-chain actor (actor='rmc'; docs/algorithms.md, SSPG).
     sspg_num_chains: int = 64           # M parallel chains for acting (per chain set)
     sspg_max_steps: int = 16            # most reasoning steps of an acting chain
@@ -237,6 +239,11 @@ _ROUTINE_STATE_RECIPE = dict(
     actor_update_every=2, target_update_every=2, num_target_augs=1, num_q_augs=1,
     init_temperature=0.1, num_seed_frames=1000, stddev_init=0.2, stddev_final=0.2,
     stddev_clip=0.3)
+# Routines4RL's state networks and step order, the rtsac / rttd3 defaults from state: no
+# trunk (the MLPs read the state), orthogonal gain sqrt(2), and each critic its own step.
+# The per-critic order exists only for the twin critic without a trunk, so compositions
+# with another critic (gpl) keep the joint step. Pixels keep pixelzoo's trunk and joint step.
+ROUTINE_RELEASED_STATE_NETWORKS = dict(trunk="none", mlp_init_gain=math.sqrt(2))
 # Routines4RL's routine dimension per task (domain prefix or task name); 8 elsewhere.
 ROUTINE_DIMS = {"cartpole_": 4, "ball_in_cup_catch": 8, "finger_": 8, "reacher_": 8,
                 "fish_": 20, "cheetah_run": 24, "walker_": 24}
@@ -282,7 +289,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "seer": dict(seer_freeze_frames=80_000, seer_num_copies=4),
     # Routines from states at action repeat 1 (Routines4RL's state recipes): Routine SAC
     # and Routine TD3, L = 4, lr 1e-3 everywhere, Polyak 0.995 every 2 updates with the
-    # actor, 1000 uniform steps; routine_dim per task (task_overrides).
+    # actor, 1000 uniform steps; routine_dim per task (task_overrides). From state, the
+    # released networks and per-critic step order (released_routine_state_networks).
     "rtsac": dict(_ROUTINE_STATE_RECIPE, base="sac"),
     "rttd3": dict(_ROUTINE_STATE_RECIPE, base="ddpg"),
 }
@@ -548,7 +556,25 @@ def compose_config(preset: str, task: str | None = None, task_group: str | None 
     values.update(overrides)
     if values.get("obs_type") == "state" and "aug" not in overrides:
         values["aug"] = "none"
+    if preset in PRESETS and PRESETS[preset].get("policy_space") == "routine":
+        values.update(released_routine_state_networks(values, overrides))
     return Config(**values)
+
+
+def released_routine_state_networks(values: Mapping[str, Any],
+                                   overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The routine presets' changes from state that `overrides` leave open: the released
+    networks (ROUTINE_RELEASED_STATE_NETWORKS) and, with the twin critic, the per-critic
+    step order. Empty on pixels."""
+    if values.get("obs_type") != "state":
+        return {}
+    changes = {field: value for field, value in ROUTINE_RELEASED_STATE_NETWORKS.items()
+               if field not in overrides}
+    trunk = changes.get("trunk", values.get("trunk"))
+    if ("routine_step_order" not in overrides and trunk == "none"
+            and values.get("critic", "twin") == "twin"):
+        changes["routine_step_order"] = "per_critic"
+    return changes
 
 
 def build_config(preset: str, task: str | None = None, task_group: str | None = None,

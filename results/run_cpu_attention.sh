@@ -10,11 +10,9 @@
 # conv encoder; CONV=1 reruns it here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-COMMON=(--task=cartpole_balance --seed=1 --num_seeds=2 --num_frames="${NUM_FRAMES:-20000}"
-  --config.image_size=24 --config.batch_size=128 --config.hidden_dim=256
-  --config.action_repeat=4 --config.update_every_steps=1 --config.lr=3e-4
-  --config.stddev_steps=5000 --config.num_eval_episodes=5 --config.eval_every_frames=2000
-  --config.log_every_frames=2000 --config.checkpoint_every_frames=10000)
+source results/cpu_24px_recipe.sh
+COMMON=(--task=cartpole_balance "${CPU_24PX_RECIPE[@]}" --seed=1 --num_seeds=2 --num_frames="${NUM_FRAMES:-20000}"
+  --config.eval_every_frames=2000 --config.log_every_frames=2000)
 python -m pixelzoo.launch.train --agent=iap --config.ia_features=64 \
   --workdir=results/cpu_attention/iap-cartpole_balance-1-2 "${COMMON[@]}"
 if [[ "${CONV:-0}" == 1 ]]; then

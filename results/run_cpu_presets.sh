@@ -7,10 +7,9 @@
 # skipped here as finished); the other presets ran to 12000 frames for CPU time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source results/cpu_24px_recipe.sh
 python -m pixelzoo.launch.sweep --out=results/cpu_presets --agents=drqv2,drq,flare,alix,gpl,d2rl \
-  --tasks=cartpole_balance --seeds=1 --num_frames="${NUM_FRAMES:-12000}" --max_parallel=1 \
-  --config.image_size=24 --config.batch_size=128 --config.hidden_dim=256 \
-  --config.action_repeat=4 --config.update_every_steps=1 --config.lr=3e-4 \
-  --config.stddev_steps=5000 --config.num_eval_episodes=5 --config.eval_every_frames=4000 \
-  --config.log_every_frames=4000 --config.checkpoint_every_frames=10000
+  --seeds=1 --num_frames="${NUM_FRAMES:-12000}" --max_parallel=1 \
+  --tasks=cartpole_balance "${CPU_24PX_RECIPE[@]}" --config.eval_every_frames=4000 \
+  --config.log_every_frames=4000
 python -m pixelzoo.launch.plot results/cpu_presets --out=results/cpu_presets/plots

@@ -14,8 +14,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 FRAMES="${NUM_FRAMES:-100000}"
 OUT=results/routines/state_cartpole_swingup
-NETS=()
-ORDER=()
+# The pixelzoo networks: DrQ-v2's trunk (Linear -> LayerNorm -> tanh), gain 1, joint step
+# (the rtsac preset's default from state is the released networks and order since 2026-12-04).
+NETS=(--config.trunk=layernorm --config.mlp_init_gain=1.0)
+ORDER=(--config.routine_step_order=joint)
 if [ "${NETWORKS:-pixelzoo}" = released ]; then
   OUT=results/routines/state_cartpole_swingup_released_nets
   NETS=(--config.trunk=none --config.mlp_init_gain=1.4142135623730951)

@@ -7,11 +7,9 @@
 # (2000 agent steps) with 4 stored copies per observation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-COMMON=(--task=cartpole_balance --seed=1 --num_seeds=2 --num_frames="${NUM_FRAMES:-20000}"
-  --config.image_size=24 --config.batch_size=128 --config.hidden_dim=256
-  --config.action_repeat=4 --config.update_every_steps=1 --config.lr=3e-4
-  --config.stddev_steps=5000 --config.num_eval_episodes=5 --config.eval_every_frames=2000
-  --config.log_every_frames=2000 --config.checkpoint_every_frames=10000)
+source results/cpu_24px_recipe.sh
+COMMON=(--task=cartpole_balance "${CPU_24PX_RECIPE[@]}" --seed=1 --num_seeds=2 --num_frames="${NUM_FRAMES:-20000}"
+  --config.eval_every_frames=2000 --config.log_every_frames=2000)
 python -m pixelzoo.launch.train --agent=drqv2 --workdir=results/cpu_seer/drqv2-cartpole_balance-1-2 "${COMMON[@]}"
 python -m pixelzoo.launch.train --agent=seer --workdir=results/cpu_seer/seer-cartpole_balance-1-2 \
   --config.seer_freeze_frames=8000 --config.seer_num_copies=4 "${COMMON[@]}"

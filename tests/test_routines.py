@@ -271,6 +271,21 @@ def test_presets_recipes_and_config_errors():
         assert (config.nstep, config.action_repeat, config.obs_type, config.lr, config.tau,
                 config.actor_update_every, config.num_seed_frames) \
             == (1, 1, "state", 1e-3, 0.005, 2, 1000)
+        # From state, the released networks and step order; on pixels, pixelzoo's.
+        assert (config.trunk, config.mlp_init_gain, config.routine_step_order) \
+            == ("none", np.sqrt(2), "per_critic")
+        pixels = agents.build_config(name, obs_type="pixels", aug="shift")
+        assert (pixels.trunk, pixels.mlp_init_gain, pixels.routine_step_order) \
+            == ("layernorm", 1.0, "joint")
+    # The per-critic order exists for the twin critic without a trunk only; what a user sets
+    # is kept.
+    gpl = agents.build_config("rttd3", critic="gpl")
+    assert (gpl.trunk, gpl.routine_step_order) == ("none", "joint")
+    trunk = agents.build_config("rtsac", trunk="layernorm")
+    assert (trunk.trunk, trunk.mlp_init_gain, trunk.routine_step_order) \
+        == ("layernorm", np.sqrt(2), "joint")
+    joint = agents.build_config("rtsac", routine_step_order="joint", mlp_init_gain=1.0)
+    assert (joint.trunk, joint.mlp_init_gain, joint.routine_step_order) == ("none", 1.0, "joint")
     assert agents.build_config("rtsac", task="cartpole_swingup").routine_dim == 4
     assert agents.build_config("rtsac", task="fish_swim").routine_dim == 20
     with pytest.raises(ValueError, match="needs nstep=1"):
@@ -475,4 +490,4 @@ def test_per_critic_order_steps_each_critic_with_its_own_adam_then_the_routine_p
                      (params["critic"], params["actor"]))
         state = state.replace(update_step=jnp.int32(1))
     with pytest.raises(ValueError, match="needs obs_type='state', trunk='none'"):
-        agents.build_config("rtsac", routine_step_order="per_critic")
+        agents.build_config("rtsac", routine_step_order="per_critic", trunk="layernorm")
