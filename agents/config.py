@@ -234,7 +234,7 @@ def check_field_names(values: Mapping[str, Any]) -> None:
 
 
 _ROUTINE_STATE_RECIPE = dict(
-    policy_space="routine", obs_type="state", aug="none", action_repeat=1, nstep=1,
+    policy_space="routine", obs_type="state", action_repeat=1, nstep=1,
     lr=1e-3, batch_size=256, hidden_dim=256, mlp_depth=2, tau=0.005, update_every_steps=1,
     actor_update_every=2, target_update_every=2, num_target_augs=1, num_q_augs=1,
     init_temperature=0.1, num_seed_frames=1000, stddev_init=0.2, stddev_final=0.2,
@@ -290,7 +290,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Routines from states at action repeat 1 (Routines4RL's state recipes): Routine SAC
     # and Routine TD3, L = 4, lr 1e-3 everywhere, Polyak 0.995 every 2 updates with the
     # actor, 1000 uniform steps; routine_dim per task (task_overrides). From state, the
-    # released networks and per-critic step order (released_routine_state_networks).
+    # released networks and per-critic step order (released_routine_state_networks) and no
+    # augmentation; from pixels, DrQ-v2's random shift.
     "rtsac": dict(_ROUTINE_STATE_RECIPE, base="sac"),
     "rttd3": dict(_ROUTINE_STATE_RECIPE, base="ddpg"),
 }

@@ -271,12 +271,13 @@ def test_presets_recipes_and_config_errors():
         assert (config.nstep, config.action_repeat, config.obs_type, config.lr, config.tau,
                 config.actor_update_every, config.num_seed_frames) \
             == (1, 1, "state", 1e-3, 0.005, 2, 1000)
-        # From state, the released networks and step order; on pixels, pixelzoo's.
-        assert (config.trunk, config.mlp_init_gain, config.routine_step_order) \
-            == ("none", np.sqrt(2), "per_critic")
-        pixels = agents.build_config(name, obs_type="pixels", aug="shift")
-        assert (pixels.trunk, pixels.mlp_init_gain, pixels.routine_step_order) \
-            == ("layernorm", 1.0, "joint")
+        # From state, the released networks and step order, no augmentation; on pixels,
+        # pixelzoo's networks and DrQ-v2's random shift.
+        assert (config.trunk, config.mlp_init_gain, config.routine_step_order, config.aug) \
+            == ("none", np.sqrt(2), "per_critic", "none")
+        pixels = agents.build_config(name, obs_type="pixels")
+        assert (pixels.trunk, pixels.mlp_init_gain, pixels.routine_step_order, pixels.aug) \
+            == ("layernorm", 1.0, "joint", "shift")
     # The per-critic order exists for the twin critic without a trunk only; what a user sets
     # is kept.
     gpl = agents.build_config("rttd3", critic="gpl")
